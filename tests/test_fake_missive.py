@@ -1,0 +1,381 @@
+"""Fast tests of the fake Missive API itself (tests/fake_missive.py)."""
+
+import email.utils
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from fake_missive import FakeMissive
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+@pytest.fixture
+def fake():
+    with FakeMissive() as f:
+        yield f
+
+
+@pytest.fixture
+def client(fake):
+    """call(method, path, **kwargs) -> requests.Response, with the right token and a timeout."""
+    session = requests.Session()
+    session.headers.update(AUTH)
+
+    def call(method, path, **kwargs):
+        return session.request(method, fake.url + path, timeout=10, **kwargs)
+
+    yield call
+    session.close()
+
+
+def first_id(fake, key, index=0):
+    return fake.data[key][index]["id"]
+
+
+# ---- auth, routing, recording -----------------------------------------------------------------------------------
+
+def test_auth(fake):
+    url = fake.url + "/users"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5).json() == {"error": "Unauthorized"}
+    assert requests.get(url, headers={"Authorization": "Bearer "}, timeout=5).status_code == 401
+    assert requests.get(url, headers=AUTH, timeout=5).status_code == 200
+    with FakeMissive(token=None) as anyone:
+        assert requests.get(anyone.url + "/users", headers={"Authorization": "Bearer x"}, timeout=5).ok
+        assert requests.get(anyone.url + "/users", timeout=5).status_code == 401
+
+
+def test_unknown_paths_and_methods_are_recorded(fake, client):
+    assert client("GET", "/nope").status_code == 404
+    assert requests.get(fake.url.removesuffix("/v1") + "/users", headers=AUTH, timeout=5).status_code == 404
+    r = client("DELETE", f"/responses/{first_id(fake, 'responses')}")
+    assert r.status_code == 405 and "GET" in r.headers["Allow"]
+    assert client("DELETE", "/drafts/abc").status_code == 404
+    deletes = fake.received("DELETE")
+    assert [d.route for d in deletes] == [f"/responses/{first_id(fake, 'responses')}", "/drafts/abc"]
+    assert [d.status for d in deletes] == [405, 404]
+
+
+def test_recorded_fields(fake, client):
+    client("PATCH", f"/tasks/{first_id(fake, 'tasks')}?x=1&y=", json={"tasks": {"title": "New"}})
+    (rec,) = fake.received("PATCH")
+    assert rec.path == f"/v1/tasks/{first_id(fake, 'tasks')}" and rec.route == rec.path[3:]
+    assert rec.query == {"x": ["1"], "y": [""]}
+    assert rec.body == {"tasks": {"title": "New"}} and json.loads(rec.raw_body) == rec.body
+    assert rec.headers["authorization"] == "Bearer test-token" and rec.status == 200
+    assert fake.received(path="/tasks/" + first_id(fake, "tasks")) == [rec]
+    assert client("POST", "/tasks", data=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
+    assert fake.requests[-1].body is None and fake.requests[-1].raw_body == b"{not json"
+
+
+def test_reset(fake, client):
+    fake.inject("500")
+    client("GET", "/users")
+    client("GET", "/users")
+    fake.inject("500")
+    fake.reset()
+    assert fake.requests == [] and fake.count_429 == 0 and fake.max_in_flight == 0
+    assert client("GET", "/users").status_code == 200
+
+
+# ---- envelope shapes --------------------------------------------------------------------------------------------
+
+def test_single_reads_are_arrays_of_one(fake, client):
+    conv, contact, response = first_id(fake, "conversations"), first_id(fake, "contacts"), first_id(fake, "responses")
+    assert [c["id"] for c in client("GET", f"/conversations/{conv}").json()["conversations"]] == [conv]
+    assert [c["id"] for c in client("GET", f"/contacts/{contact}").json()["contacts"]] == [contact]
+    assert [c["id"] for c in client("GET", f"/responses/{response}").json()["responses"]] == [response]
+    deleted = next(c["id"] for c in fake.data["contacts"] if c["deleted"])
+    assert client("GET", f"/contacts/{deleted}").status_code == 404
+    assert client("GET", "/conversations/unknown").json() == {"error": "Not found"}
+
+
+def test_conversation_shape(fake, client):
+    conv = client("GET", "/conversations/9d2f4c1a-5b6e-4f70-8a91-2c3d4e5f6a01").json()["conversations"][0]
+    assert conv["latest_message_subject"] == "Re: Broken hinge on order 5531"
+    assert conv["organization"] == {"id": "41c7e0d2-9a3b-4c5d-8e6f-7a8b9c0d1e02", "name": "Northwind Outfitters"}
+    assert conv["assignees"][0]["name"] == "Priya Natarajan" and conv["assignees"][0]["assigned"] is True
+    assert conv["shared_labels"] == [{"id": "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e05", "name": "Warranty"}]
+    assert conv["messages_count"] == 12 and not any(k.startswith("_") for k in conv)
+
+
+def test_messages_object_for_one_id_array_for_several(fake, client):
+    one, two = first_id(fake, "messages"), first_id(fake, "messages", 1)
+    single = client("GET", f"/messages/{one}").json()["messages"]
+    assert single["id"] == one and single["body"].startswith("<div")
+    assert single["conversation"]["id"] == first_id(fake, "conversations")
+    assert [m["id"] for m in client("GET", f"/messages/{one},{two}").json()["messages"]] == [one, two]
+    assert client("GET", f"/messages/{one},unknown").status_code == 404
+    found = client("GET", "/messages", params={"email_message_id": "<CAB7x9q2@mail.example.net>"}).json()
+    assert [m["id"] for m in found["messages"]] == [one]
+    listed = client("GET", f"/conversations/{first_id(fake, 'conversations')}/messages").json()["messages"]
+    assert listed[0]["id"] == one and "body" not in listed[0]
+
+
+def test_tasks_list_ids_and_get_expanded(fake, client):
+    task = fake.data["tasks"][0]
+    listed = client("GET", "/tasks").json()["tasks"]
+    assert listed[0]["id"] == task["id"] and listed[0]["assignees"] == task["assignees"]
+    got = client("GET", f"/tasks/{task['id']}").json()["tasks"]
+    assert isinstance(got, dict) and got["assignees"][0]["name"] == "Priya Natarajan"
+    assert got["team"]["name"] == "Returns"
+    patched = client("PATCH", f"/tasks/{task['id']}", json={"tasks": {"state": "closed", "assignees": []}}).json()
+    assert patched["tasks"]["state"] == "closed" and patched["tasks"]["assignees"] == []
+    created = client("POST", "/tasks", json={"tasks": {"title": "T", "team": first_id(fake, "teams"),
+                                                     "organization": first_id(fake, "organizations")}})
+    assert created.status_code == 201 and created.json()["tasks"]["title"] == "T"
+
+
+def test_post_answers(fake, client):
+    conv = first_id(fake, "conversations", 3)
+    draft = client("POST", "/drafts", json={"drafts": {"body": "Hi", "conversation": conv}})
+    assert draft.status_code == 201 and draft.json()["drafts"]["conversation"] == conv
+    post = client("POST", "/posts", json={"posts": {"text": "note"}}).json()["posts"]
+    assert post["id"] and post["conversation"] != conv  # no conversation: a new one
+    assert client("GET", f"/conversations/{post['conversation']}/posts").json()["posts"][0]["text"] == "note"
+    contacts = client("POST", "/contacts", json={"contacts": [{"first_name": "A"}, {"first_name": "B"}]})
+    assert contacts.status_code == 201 and [c["first_name"] for c in contacts.json()["contacts"]] == ["A", "B"]
+    assert client("POST", "/contacts", json={"contacts": {"first_name": "A"}}).status_code == 400  # not an array
+    fake.empty_post_201 = True
+    empty = client("POST", "/shared_labels", json={"shared_labels": [{"name": "X"}]})
+    assert empty.status_code == 201 and empty.content == b""
+
+
+def test_batch_patch_and_merge(fake, client):
+    a, b = first_id(fake, "conversations", 1), first_id(fake, "conversations", 2)
+    body = {"conversations": [{"id": b, "close": True}, {"id": a, "subject": "Renamed"}]}
+    r = client("PATCH", f"/conversations/{a},{b}", json=body)
+    assert r.status_code == 200 and [c["id"] for c in r.json()["conversations"]] == [b, a]
+    assert r.json()["conversations"][1]["subject"] == "Renamed" and r.json()["conversations"][0]["closed_at"]
+    merged = client("POST", f"/conversations/{a}/merge", json={"target": b}).json()["conversations"]
+    assert [c["id"] for c in merged] == [b]
+    assert client("GET", f"/conversations/{a}").json()["conversations"][0]["id"] == b
+
+
+# ---- validations (missive-api.md §3.2) --------------------------------------------------------------------------
+
+def test_validation_texts(fake, client):
+    label, team = first_id(fake, "shared_labels", 1), first_id(fake, "teams")
+    checks = [
+        (client("GET", "/conversations"), 400, "You need to paginate at least one mailbox"),
+        (client("GET", "/tasks", params={"limit": 1}), 400, "min 'limit' value is 2"),
+        (client("POST", "/posts", json={"posts": {"notification": {"title": "t", "body": "b"}}}), 422,
+         "Validation failed: text, markdown or attachments needed"),
+        (client("PATCH", f"/teams/{team}", json={"teams": [{"name": "No id"}]}), 400, "Invalid resource ID(s)"),
+        (client("PATCH", f"/shared_labels/{label}", json={"shared_labels": [{"id": label, "organization": "o"}]}),
+         400, "Unpermitted parameters: organization"),
+        (client("PATCH", "/teams/nope", json={"teams": [{"id": "nope"}]}), 404, "Not found"),
+        (client("POST", "/drafts", json={"drafts": {"from_field": {"address": "x@elsewhere.test"}}}), 400,
+         "'from_field' does not match an available sender"),
+        (client("POST", "/posts", json={"posts": {"text": "t", "add_shared_labels": [label]}}), 400,
+         "'organization' is required when 'add_shared_labels' is defined"),
+        (client("GET", "/contacts"), 400, "param is missing or the value is empty: contact_book"),
+    ]
+    for response, status, text in checks:
+        assert (response.status_code, response.json()) == (status, {"error": text})
+    assert client("GET", "/contact_groups", params={"contact_book": first_id(fake, "contact_books")}).status_code == 400
+
+
+# ---- pagination -------------------------------------------------------------------------------------------------
+
+def test_conversation_cursor_paging_is_inclusive(fake, client):
+    seen, until, pages = {}, None, 0
+    while True:
+        params = {"all": "true", **({"until": until} if until is not None else {})}
+        page = client("GET", "/conversations", params=params).json()["conversations"]
+        pages += 1
+        assert len(page) <= 25
+        if until is not None:
+            assert page[0]["last_activity_at"] == until  # the boundary item repeats
+        new = [c for c in page if c["id"] not in seen]
+        seen.update((c["id"], c) for c in page)
+        if len(page) < 25 or not new:
+            break
+        until = min(c["last_activity_at"] for c in page)
+    expected = {c["id"] for c in fake.data["conversations"] if not {"trashed", "junked"} & set(c["_mailboxes"])}
+    assert set(seen) == expected and pages == 3
+    times = [c["last_activity_at"] for c in fake.data["conversations"]]
+    assert times[24] == times[25]  # a tie straddles the default page boundary
+
+
+def test_sub_list_and_offset_paging(fake, client):
+    path = f"/conversations/{first_id(fake, 'conversations')}/comments"
+    first = client("GET", path).json()["comments"]
+    assert len(first) == 10 and first == sorted(first, key=lambda c: -c["created_at"])
+    second = client("GET", path, params={"until": first[-1]["created_at"]}).json()["comments"]
+    assert len({c["id"] for c in first + second}) == 12
+    assert len(client("GET", path, params={"limit": 3}).json()["comments"]) == 3
+    book = first_id(fake, "contact_books")
+    whole = client("GET", "/contacts", params={"contact_book": book}).json()["contacts"]
+    part = client("GET", "/contacts", params={"contact_book": book, "limit": 4, "offset": 4}).json()["contacts"]
+    assert part == whole[4:8] and len(whole) == 11
+
+
+# ---- rate limits ------------------------------------------------------------------------------------------------
+
+def test_sliding_window_429():
+    with FakeMissive(windows=((5, 1.0),)) as f:
+        statuses = [requests.get(f.url + "/users", headers=AUTH, timeout=5) for _ in range(7)]
+        assert [r.status_code for r in statuses] == [200] * 5 + [429] * 2
+        assert statuses[0].headers["X-RateLimit-Limit"] == "5" and statuses[0].headers["X-RateLimit-Remaining"] == "4"
+        limited = statuses[-1]
+        assert limited.json() == {"error": "Too many requests"} and limited.headers["Retry-After"] == "1"
+        assert limited.headers["X-RateLimit-Remaining"] == "0"
+        assert int(limited.headers["X-RateLimit-Reset"]) >= int(time.time())
+        assert f.count_429 == 2
+        time.sleep(1.05)
+        assert requests.get(f.url + "/users", headers=AUTH, timeout=5).status_code == 200
+
+
+def test_concurrency_429():
+    with FakeMissive(max_concurrent=2, latency=0.4, windows=()) as f:
+        barrier, results = threading.Barrier(6), []
+
+        def worker():
+            barrier.wait()
+            results.append(requests.get(f.url + "/users", headers=AUTH, timeout=10))
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in results)
+        assert codes.count(200) >= 2 and codes.count(429) >= 1 and set(codes) == {200, 429}
+        assert f.count_429 == codes.count(429) and f.max_in_flight >= 3
+        assert all(r.headers["Retry-After"] == "1" for r in results if r.status_code == 429)
+
+
+# ---- faults -----------------------------------------------------------------------------------------------------
+
+def test_fault_429_forms(fake, client):
+    fake.inject(429, retry_after=3)
+    fake.inject("429", retry_after=2, retry_after_date=True, reset_in=30)
+    first, second = client("GET", "/users"), client("GET", "/users")
+    assert first.status_code == 429 and first.headers["Retry-After"] == "3" and "X-RateLimit-Limit" in first.headers
+    assert email.utils.parsedate_to_datetime(second.headers["Retry-After"]).timestamp() > time.time()
+    assert abs(int(second.headers["X-RateLimit-Reset"]) - (time.time() + 30)) < 5
+    assert fake.count_429 == 0 and [r.status for r in fake.requests] == [429, 429]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_fault_5xx_html(fake, client, status):
+    fake.inject(str(status))
+    r = client("GET", "/users")
+    assert r.status_code == status and r.text.startswith("<html>") and "text/html" in r.headers["Content-Type"]
+    assert client("GET", "/users").status_code == 200
+
+
+def test_fault_reset_drops_connection(fake, client):
+    fake.inject("reset", method="POST")
+    with pytest.raises(requests.ConnectionError):
+        client("POST", "/posts", json={"posts": {"text": "x"}})
+    assert fake.requests[-1].status == 0 and fake.requests[-1].body == {"posts": {"text": "x"}}
+    assert client("GET", "/users").status_code == 200
+
+
+def test_fault_hang_then_answers(fake, client):
+    fake.inject("hang", seconds=0.2)
+    assert client("GET", "/users").status_code == 200
+
+
+def test_stop_interrupts_hang_and_latency():
+    f = FakeMissive(latency=30).start()
+    f.inject("hang", seconds=60)
+    errors = []
+
+    def call():
+        try:
+            requests.get(f.url + "/users", headers=AUTH, timeout=20)
+        except requests.RequestException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    while len(f.requests) < 2:
+        time.sleep(0.01)
+    started = time.monotonic()
+    f.stop()
+    for t in threads:
+        t.join(timeout=10)
+    assert time.monotonic() - started < 8 and len(errors) == 2
+    assert [r.status for r in f.requests] == [0, 0]
+
+
+@pytest.mark.parametrize("kind,status,content", [
+    ("garbage", 200, b"<html>oops</html>"),
+    ("empty", 201, b""),
+])
+def test_fault_fixed_bodies(fake, client, kind, status, content):
+    fake.inject(kind)
+    r = client("GET", "/users")
+    assert (r.status_code, r.content) == (status, content)
+
+
+def test_fault_truncated(fake, client):
+    fake.inject("truncated")
+    r = client("GET", "/users")
+    assert r.status_code == 200 and r.content.startswith(b'{"users":[')
+    with pytest.raises(ValueError):
+        r.json()
+
+
+def test_fault_big(fake, client):
+    fake.inject("big", size=300_000)
+    r = client("GET", "/conversations", params={"inbox": "true"})
+    assert len(r.content) == 300_000 and int(r.headers["Content-Length"]) == 300_000
+    assert len(r.json()["conversations"]) > 10
+
+
+def test_fault_error_shapes(fake, client):
+    fake.inject("error", body={"errors": ["bad one", "bad two"]}, status=422)
+    fake.inject("error", body={"error": {"message": "nested"}})
+    fake.inject("error", body="plain text failure", status=503)
+    fake.inject("error", body="", status=404)
+    got = [client("GET", "/users") for _ in range(4)]
+    assert [r.status_code for r in got] == [422, 400, 503, 404]
+    assert got[0].json() == {"errors": ["bad one", "bad two"]} and got[1].json() == {"error": {"message": "nested"}}
+    assert got[2].text == "plain text failure" and got[3].content == b""
+
+
+def test_fault_matching_and_times(fake, client):
+    fake.inject("500", times=2, method="POST", path_prefix="/posts")
+    assert client("GET", "/posts").status_code == 405  # GET does not match the fault (and has no route)
+    assert client("GET", "/users").status_code == 200
+    body = {"posts": {"text": "x"}}
+    assert [client("POST", "/posts", json=body).status_code for _ in range(3)] == [500, 500, 201]
+    with pytest.raises(ValueError):
+        fake.inject("meteor")
+    with pytest.raises(TypeError):
+        fake.inject("429", retry_afterr=1)
+
+
+def test_random_faults(fake, client):
+    fake.fault_rate, fake.fault_kinds = 1.0, ("502", "garbage")
+    assert {client("GET", "/users").status_code for _ in range(10)} <= {502, 200}
+    assert all(r.status in (502, 200) for r in fake.requests)
+    fake.fault_rate = 0.0
+    assert client("GET", "/users").json()["users"][0]["me"] is True
+
+
+# ---- standalone -------------------------------------------------------------------------------------------------
+
+def test_command_line():
+    script = Path(__file__).with_name("fake_missive.py")
+    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--token", "T"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stderr.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        assert requests.get(url + "/organizations", headers={"Authorization": "Bearer T"}, timeout=5).ok
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
