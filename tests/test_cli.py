@@ -1,0 +1,319 @@
+"""Command line and configuration: the reviewer/setup modes, start-up checks, Config.from_env and --check."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+import missive_mcp as m
+from conftest import API, TOKEN, make_config
+from test_schemas import PROFILES, SPEC
+
+REPO = Path(__file__).resolve().parent.parent
+MODULE = str(REPO / "missive_mcp.py")
+READ_TOOLS = {name for name, (_route, profile, _title) in SPEC.items() if PROFILES[profile][0]}
+
+
+def cli(*args, **env):
+    """Run `python missive_mcp.py <args>` with a clean MISSIVE_* environment plus `env`."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
+    environ.update(env)
+    return subprocess.run([sys.executable, "missive_mcp.py", *args], cwd=REPO, env=environ, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+
+
+# ---- --help, --version --------------------------------------------------------------------------------------------
+
+def test_help_documents_every_mode():
+    result = cli("--help")
+    assert result.returncode == 0
+    assert result.stderr == ""
+    for option in ("--check", "--list-tools", "--write-schemas", "--print-config", "--version"):
+        assert option in result.stdout, option
+    unwrapped = "".join(result.stdout.split())  # argparse wraps "claude-desktop" across lines
+    for client in ("claude-desktop", "claude-code", "cursor", "vscode"):
+        assert client in unwrapped, client
+
+
+def test_version():
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"missive-mcp {m.__version__}"
+
+
+# ---- --write-schemas ----------------------------------------------------------------------------------------------
+
+def test_write_schemas_writes_36_and_removes_stale(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "missive_old_tool.json").write_text("{}\n")
+    result = cli("--write-schemas", str(target), MISSIVE_API_TOKEN=TOKEN)
+    assert result.returncode == 0, result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    written = sorted(p.name for p in target.iterdir())
+    assert written == sorted(f"{name}.json" for name in SPEC)
+    for name in SPEC:
+        snapshot = json.loads((target / f"{name}.json").read_text(encoding="utf-8"))
+        assert snapshot["name"] == name
+        assert snapshot["inputSchema"] == m.TOOLS[name].schema
+
+
+# ---- --print-config -----------------------------------------------------------------------------------------------
+
+def _server_entry(client, config):
+    return config["servers"]["missive"] if client == "vscode" else config["mcpServers"]["missive"]
+
+
+@pytest.mark.parametrize("client", ["claude-desktop", "claude-code", "cursor", "vscode"])
+def test_print_config(client):
+    result = cli("--print-config", client, MISSIVE_API_TOKEN=TOKEN)
+    assert result.returncode == 0, result.stderr
+    first, _, rest = result.stdout.partition("\n")
+    assert first.startswith("//"), first
+    config = json.loads(rest)
+    entry = _server_entry(client, config)
+    assert os.path.isabs(entry["command"]) and entry["command"] == sys.executable
+    assert entry["args"] == [MODULE]
+    token = entry["env"]["MISSIVE_API_TOKEN"]
+    assert token != TOKEN and ("REPLACE" in token or token.startswith("${")), token
+    assert TOKEN not in result.stdout and TOKEN not in result.stderr
+
+
+# ---- --list-tools -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("read_only", ["0", "1"])
+def test_list_tools(read_only):
+    result = cli("--list-tools", MISSIVE_READ_ONLY=read_only)
+    assert result.returncode == 0, result.stderr
+    lines = {}
+    for line in result.stdout.splitlines():
+        for name in SPEC:
+            if f"`{name}`" in line:
+                lines[name] = line
+    assert sorted(lines) == sorted(SPEC)
+    disabled = {name for name, line in lines.items() if "disabled" in line}
+    if read_only == "1":
+        assert disabled == set(SPEC) - READ_TOOLS
+        assert "read-only" in result.stdout.splitlines()[0]
+    else:
+        assert disabled == set()
+
+
+# ---- start-up failures --------------------------------------------------------------------------------------------
+
+BAD_URLS = ["http://public.missiveapp.com/v1", "ftp://public.missiveapp.com/v1", "public.missiveapp.com/v1",
+            "https://user:secret@public.missiveapp.com/v1", "https://public.missiveapp.com/v1?x=1",
+            "https://public.missiveapp.com/v1#frag", "https:///v1", "not a url", "http://10.0.0.1/v1",
+            "http://localhost.evil.test/v1", "https://@public.missiveapp.com/v1",
+            # an empty query or fragment still ends the path: requests would go to ".../v1?/users" (GET /v1)
+            "https://public.missiveapp.com/v1?", "https://public.missiveapp.com/v1#"]
+GOOD_URLS = {"https://public.missiveapp.com/v1/": "https://public.missiveapp.com/v1",
+             "https://proxy.example:8443/missive/v1": "https://proxy.example:8443/missive/v1",
+             "http://127.0.0.1:8080/v1": "http://127.0.0.1:8080/v1", "http://localhost/v1": "http://localhost/v1",
+             "http://[::1]:9/v1/": "http://[::1]:9/v1"}
+
+
+@pytest.mark.parametrize("args", [(), ("--list-tools",), ("--check",)], ids=["serve", "list-tools", "check"])
+def test_bad_api_url_exits_2(args):
+    result = cli(*args, MISSIVE_API_URL="http://public.missiveapp.com/v1", MISSIVE_API_TOKEN=TOKEN)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "MISSIVE_API_URL" in result.stderr
+    assert "Traceback" not in result.stderr and TOKEN not in result.stderr
+
+
+def test_unknown_tools_entry_exits_2():
+    result = cli("--list-tools", MISSIVE_TOOLS="contacts, missive_send_email")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "missive_send_email" in result.stderr
+    for valid in ("contacts", "conversations", "missive_list_users", "missive_create_draft"):
+        assert valid in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_from_env_rejects_bad_api_url(url):
+    with pytest.raises(m.ConfigError, match="MISSIVE_API_URL"):
+        m.Config.from_env({"MISSIVE_API_URL": url})
+
+
+@pytest.mark.parametrize("url, expected", sorted(GOOD_URLS.items()))
+def test_from_env_accepts_api_url(url, expected):
+    assert m.Config.from_env({"MISSIVE_API_URL": f"  {url} "}).api_url == expected
+
+
+# ---- Config.from_env ----------------------------------------------------------------------------------------------
+
+def test_from_env_defaults():
+    config = m.Config.from_env({})
+    assert config.token is None
+    assert config.api_url == "https://public.missiveapp.com/v1"
+    assert config.defaults == {}
+    assert config.read_only is False and config.tools is None
+    assert all(config.enabled(tool) for tool in m.TOOLS.values())
+
+
+def test_from_env_strips_whitespace_and_treats_blank_as_unset():
+    config = m.Config.from_env({
+        "MISSIVE_API_TOKEN": f"  {TOKEN}\n", "MISSIVE_DEFAULT_ORGANIZATION": " org-1 ", "MISSIVE_DEFAULT_TEAM": "   ",
+        "MISSIVE_DEFAULT_CONTACT_BOOK": "", "MISSIVE_DEFAULT_FROM_ADDRESS": " me@example.com\t",
+        "MISSIVE_DEFAULT_FROM_NAME": " Me ", "MISSIVE_DEFAULT_ACCOUNT": "\tacc-1", "MISSIVE_READ_ONLY": " ",
+        "MISSIVE_TOOLS": "  ", "MISSIVE_LOG_LEVEL": " ",
+    })
+    assert config.token == TOKEN
+    assert config.defaults == {"ORGANIZATION": "org-1", "FROM_ADDRESS": "me@example.com", "FROM_NAME": "Me",
+                               "ACCOUNT": "acc-1"}
+    assert config.read_only is False and config.tools is None and config.log_level == "warning"
+
+
+@pytest.mark.parametrize("token", ["missive_pat-abc def", "missive_pat-abc\x00def", "tok\nen", "a\tb"])
+def test_token_with_whitespace_or_control_characters_is_refused(token):
+    assert m.Config.from_env({"MISSIVE_API_TOKEN": token}).token is None
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), (" 1 ", True), ("true", True), ("TRUE", True),
+                                             ("yes", True), ("0", False), ("false", False), ("", False)])
+def test_read_only_parsing(value, expected):
+    config = m.Config.from_env({"MISSIVE_READ_ONLY": value})
+    assert config.read_only is expected
+    if expected:
+        enabled = {name for name, tool in m.TOOLS.items() if config.enabled(tool)}
+        assert enabled == READ_TOOLS
+
+
+def test_read_only_rejects_garbage():
+    with pytest.raises(m.ConfigError, match="MISSIVE_READ_ONLY"):
+        m.Config.from_env({"MISSIVE_READ_ONLY": "maybe"})
+
+
+def test_tools_groups_and_names():
+    config = m.Config.from_env({"MISSIVE_TOOLS": " conversations , contacts,missive_create_draft ,"})
+    expected = {name for name, (route, _p, _t) in SPEC.items()
+                if route and route.split()[1].startswith(("/conversations", "/contact"))}
+    expected.add("missive_create_draft")
+    assert config.tools == frozenset(expected)
+    assert "missive_list_conversation_posts" in config.tools and "missive_update_contacts" in config.tools
+    enabled = {name for name, tool in m.TOOLS.items() if config.enabled(tool)}
+    assert enabled == expected | {"missive_help"}
+    assert "missive_list_users" not in enabled and "missive_create_post" not in enabled
+
+
+def test_tools_and_read_only_combine():
+    config = m.Config.from_env({"MISSIVE_TOOLS": "conversations,missive_create_draft", "MISSIVE_READ_ONLY": "1"})
+    enabled = {name for name, tool in m.TOOLS.items() if config.enabled(tool)}
+    assert "missive_create_draft" not in enabled and "missive_update_conversations" not in enabled
+    assert "missive_list_conversations" in enabled and "missive_help" in enabled
+
+
+def test_tools_unknown_entry_lists_valid_names():
+    with pytest.raises(m.ConfigError) as error:
+        m.Config.from_env({"MISSIVE_TOOLS": "contacts,bogus_group"})
+    message = str(error.value)
+    assert "bogus_group" in message and "MISSIVE_TOOLS" in message
+    assert "missive_list_users" in message and "conversations" in message
+
+
+def test_timeouts_and_log_level():
+    config = m.Config.from_env({"MISSIVE_CONNECT_TIMEOUT": " 2.5 ", "MISSIVE_READ_TIMEOUT": "12",
+                                "MISSIVE_DEADLINE": "45", "MISSIVE_RATE_WAIT": "7", "MISSIVE_LOG_LEVEL": " DEBUG "})
+    assert (config.connect_timeout, config.read_timeout, config.deadline, config.rate_wait) == (2.5, 12.0, 45.0, 7.0)
+    assert config.log_level == "debug"
+    defaults = m.Config.from_env({})
+    assert (defaults.connect_timeout, defaults.read_timeout, defaults.deadline, defaults.rate_wait) == \
+        (5.0, 30.0, 90.0, 60.0)
+
+
+@pytest.mark.parametrize("name", ["MISSIVE_CONNECT_TIMEOUT", "MISSIVE_READ_TIMEOUT", "MISSIVE_DEADLINE",
+                                  "MISSIVE_RATE_WAIT"])
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", "99999"])
+def test_bad_timeouts_are_refused(name, value):
+    with pytest.raises(m.ConfigError, match=name):
+        m.Config.from_env({name: value})
+
+
+def test_bad_log_level_is_refused():
+    with pytest.raises(m.ConfigError, match="MISSIVE_LOG_LEVEL"):
+        m.Config.from_env({"MISSIVE_LOG_LEVEL": "verbose"})
+
+
+# ---- --check (run_check) ------------------------------------------------------------------------------------------
+
+def mock_account(api):
+    api.add("GET", API + "/users", json={"users": [
+        {"id": "user-me", "name": "Ann Admin", "email": "ann@example.com", "me": True},
+        {"id": "user-2", "name": "Bob", "email": "bob@example.com", "me": False}]})
+    api.add("GET", API + "/organizations", json={"organizations": [{"id": "org-1", "name": "Northwind"}]})
+    api.add("GET", API + "/teams", json={"teams": [{"id": "team-1", "name": "Returns"},
+                                                    {"id": "team-2", "name": "Sales"}]})
+    api.add("GET", API + "/contact_books", json={"contact_books": [{"id": "book-1", "name": "Customers"}]})
+
+
+def test_check_success(api):
+    mock_account(api)
+    out = io.StringIO()
+    assert m.run_check(make_config(), out=out) == 0
+    report = out.getvalue()
+    for ident in ("org-1", "team-1", "team-2", "book-1", "user-me", "user-2"):
+        assert ident in report
+    for name in ("Northwind", "Returns", "Customers", "Ann Admin", "Bob"):
+        assert name in report
+    me = next(line for line in report.splitlines() if "user-me" in line and "Ann Admin" in line)
+    other = next(line for line in report.splitlines() if "user-2" in line)
+    assert "(you)" in me and "(you)" not in other
+    suggested = dict(line.split("#")[0].strip().split("=", 1) for line in report.splitlines()
+                     if line.strip().startswith("MISSIVE_DEFAULT_"))
+    assert suggested.get("MISSIVE_DEFAULT_ORGANIZATION") == "org-1"
+    assert suggested.get("MISSIVE_DEFAULT_CONTACT_BOOK") == "book-1"
+    assert suggested.get("MISSIVE_DEFAULT_TEAM", "team-1") in ("team-1", "team-2")
+    assert TOKEN not in report
+    assert all(call.request.method == "GET" for call in api.calls)
+    assert all(call.request.headers["Authorization"] == f"Bearer {TOKEN}" for call in api.calls)
+
+
+def test_check_never_suggests_replacing_a_set_default(api):
+    mock_account(api)
+    out = io.StringIO()
+    assert m.run_check(make_config(defaults={"ORGANIZATION": "org-9"}), out=out) == 0
+    assert "MISSIVE_DEFAULT_ORGANIZATION=org-1" not in out.getvalue()
+    assert "MISSIVE_DEFAULT_CONTACT_BOOK=book-1" in out.getvalue()
+
+
+def test_check_rejected_token(api):
+    api.add("GET", API + "/users", status=401, json={"error": f"Invalid token {TOKEN}"})
+    out = io.StringIO()
+    assert m.run_check(make_config(), out=out) == 4  # documented in --help: 4 token rejected
+    report = out.getvalue()
+    assert "rejected" in report.lower()
+    assert TOKEN not in report
+    assert len(api.calls) == 1
+
+
+def test_check_without_token(api):
+    out = io.StringIO()
+    assert m.run_check(make_config(token=None), out=out) == 3
+    assert "MISSIVE_API_TOKEN" in out.getvalue()
+    assert len(api.calls) == 0
+
+
+def test_check_network_error(api):
+    api.add("GET", API + "/users", body=requests.exceptions.ConnectionError("Connection refused"))
+    out = io.StringIO()
+    assert m.run_check(make_config(deadline=0.1), out=out) == 6
+    report = out.getvalue()
+    assert "failed" in report.lower()
+    assert TOKEN not in report and "Traceback" not in report
+
+
+@pytest.mark.parametrize("status, code", [(403, 4), (404, 5), (500, 5)])
+def test_check_api_errors(api, status, code):
+    api.add("GET", API + "/users", status=status, json={"error": "API access requires the Productive plan"})
+    out = io.StringIO()
+    assert m.run_check(make_config(deadline=0.1), out=out) == code
+    assert "failed" in out.getvalue().lower()
+    assert TOKEN not in out.getvalue()

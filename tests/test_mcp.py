@@ -1,0 +1,369 @@
+"""End to end over MCP: the in-process server in both protocol eras, and one real stdio subprocess."""
+
+import asyncio
+import http.server
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mcp_types as types
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+import missive_mcp as m
+from conftest import API, TOKEN, make_config
+from test_schemas import PROFILES, SPEC, expected_annotations
+
+REPO = Path(__file__).resolve().parent.parent
+MODES = ["legacy", "2026-07-28"]
+MODERN = "2026-07-28"
+WAIT = 10  # seconds: the bound on every wait in this file
+USERS = {"users": [{"id": "u1", "name": "Ann", "me": True, "email": None}]}
+
+
+def run(factory, timeout=30):
+    """Run an async test body with an overall bound, so nothing here can hang the suite."""
+    return asyncio.run(asyncio.wait_for(factory(), timeout))
+
+
+class Harness:
+    """create_server(config) with a client we own and close; connect(mode) gives an mcp.Client."""
+
+    def __init__(self, config):
+        self.config = config
+        self.client = m.MissiveClient(config, backoff_base=0.0)
+        self.server = m.create_server(config, self.client)
+
+    def connect(self, mode):
+        return Client(self.server, mode=mode, read_timeout_seconds=WAIT)
+
+    def close(self):
+        self.client.close()
+
+
+@pytest.fixture
+def harness():
+    made = []
+
+    def make(**overrides):
+        made.append(Harness(make_config(**overrides)))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+async def server_identity(client, mode):
+    """(server info, instructions) as this era delivers them: initialize in legacy, server/discover in modern."""
+    if mode == "legacy":
+        init = client.session.initialize_result
+        assert init is not None
+        return init.server_info, init.instructions
+    raw = await client.session.send_discover(MODERN)
+    result = types.DiscoverResult.model_validate(raw)
+    client.session.adopt(result)
+    return client.server_info, client.instructions
+
+
+def result_text(result):
+    assert len(result.content) == 1
+    assert result.content[0].type == "text"
+    return result.content[0].text
+
+
+# ---- identity and instructions --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_identity_and_instructions(harness, mode):
+    h = harness()
+
+    async def body():
+        async with h.connect(mode) as client:
+            return await server_identity(client, mode)
+
+    info, instructions = run(body)
+    assert info.name == "missive"
+    assert info.version == m.__version__
+    assert instructions == m.INSTRUCTIONS
+    assert instructions and len(instructions) <= 2500
+    lowered = instructions.lower()
+    assert "mailbox" in lowered and "missive_list_conversations" in instructions  # the mailbox filter
+    assert re.search(r"\bids\b", lowered) and "list" in lowered  # ids come from list tools
+    assert "organization" in lowered and "assignees" in lowered  # the organization rule
+    assert "replace" in lowered  # replace, not merge
+    assert re.search(r"never sends?\b", lowered)  # never-send
+
+
+# ---- tools/list ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tools_list(harness, mode):
+    h = harness()
+
+    async def body():
+        async with h.connect(mode) as client:
+            return await client.list_tools()
+
+    listing = run(body)
+    assert listing.next_cursor is None
+    tools = {tool.name: tool for tool in listing.tools}
+    assert len(listing.tools) == 36 and sorted(tools) == sorted(SPEC)
+    for name, tool in tools.items():
+        dumped = tool.model_dump(by_alias=True, exclude_none=True, mode="json")
+        assert dumped["title"] == SPEC[name][2]
+        assert dumped["description"].strip()
+        assert dumped["annotations"] == expected_annotations(name), name  # all five, per §1.7 / §1.9
+        assert dumped["inputSchema"] == m.TOOLS[name].schema, name
+        assert "outputSchema" not in dumped
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_read_only_mode_lists_and_allows_only_read_tools(harness, api, mode):
+    h = harness(read_only=True)
+
+    async def body():
+        async with h.connect(mode) as client:
+            listing = await client.list_tools()
+            hidden = await client.call_tool("missive_create_draft", {"body": "hello"})
+            allowed = await client.call_tool("missive_help", {"topic": "index"})
+            return listing, hidden, allowed
+
+    listing, hidden, allowed = run(body)
+    names = {tool.name for tool in listing.tools}
+    expected = {name for name, (_r, profile, _t) in SPEC.items() if PROFILES[profile][0]}
+    assert names == expected and "missive_help" in names
+    assert all(tool.annotations.read_only_hint is True for tool in listing.tools)
+    assert hidden.is_error is True
+    assert "MISSIVE_READ_ONLY" in result_text(hidden)
+    assert allowed.is_error is False
+    assert len(api.calls) == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tools_allowlist(harness, api, mode):
+    h = harness(tools=frozenset({"missive_list_users", "missive_create_draft"}))
+
+    async def body():
+        async with h.connect(mode) as client:
+            listing = await client.list_tools()
+            hidden = await client.call_tool("missive_list_teams", {})
+            return listing, hidden
+
+    listing, hidden = run(body)
+    assert {tool.name for tool in listing.tools} == {"missive_list_users", "missive_create_draft", "missive_help"}
+    assert hidden.is_error is True and "MISSIVE_TOOLS" in result_text(hidden)
+    assert len(api.calls) == 0
+
+
+# ---- tools/call ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_call_success_validation_error_and_unknown_tool(harness, api, mode):
+    h = harness()
+    api.add("GET", API + "/users", json=USERS)
+
+    async def body():
+        async with h.connect(mode) as client:
+            ok = await client.call_tool("missive_list_users", {})
+            bad = await client.call_tool("missive_get_contact", {"contact_id": "../etc", "bogus": 1})
+            with pytest.raises(MCPError) as unknown:
+                await client.call_tool("missive_delete_contact", {"contact_id": "c1"})
+            after = await client.call_tool("missive_help", {"topic": "version"})
+            return ok, bad, unknown.value, after
+
+    ok, bad, unknown, after = run(body)
+    assert ok.is_error is False
+    assert result_text(ok) == '{"users":[{"id":"u1","name":"Ann","me":true}]}'
+    assert ok.structured_content is None
+    assert bad.is_error is True
+    lines = result_text(bad).split("\n")
+    assert lines[0] == "Invalid arguments for missive_get_contact:"
+    assert any(line.startswith("contact_id: ") for line in lines[1:])
+    assert "bogus: unknown argument" in lines
+    assert unknown.error.code == -32602
+    assert after.is_error is False and m.__version__ in result_text(after)
+    assert len(api.calls) == 1  # the invalid and unknown calls sent nothing
+    call = api.calls[0].request
+    assert call.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert call.url == API + "/users"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_token(harness, api, mode):
+    h = harness(token=None)
+
+    async def body():
+        async with h.connect(mode) as client:
+            info, _instructions = await server_identity(client, mode)
+            listing = await client.list_tools()
+            helped = await client.call_tool("missive_help", {})
+            refused = await client.call_tool("missive_list_users", {})
+            refused_bad = await client.call_tool("missive_get_task", {"task_id": "a/b"})
+            return info, listing, helped, refused, refused_bad
+
+    info, listing, helped, refused, refused_bad = run(body)
+    assert info.name == "missive"
+    assert len(listing.tools) == 36
+    assert helped.is_error is False and "missive-mcp" in result_text(helped)
+    assert refused.is_error is True
+    assert result_text(refused).startswith("MISSIVE_API_TOKEN is not set.")
+    assert refused_bad.is_error is True
+    assert result_text(refused_bad).startswith("MISSIVE_API_TOKEN is not set.")
+    assert "task_id" in result_text(refused_bad)  # argument problems are appended (§1.6)
+    assert len(api.calls) == 0
+
+
+# ---- concurrency --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_slow_call_does_not_block_other_requests(harness, api, mode):
+    h = harness()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(request):
+        entered.set()
+        release.wait(WAIT)
+        return 200, {}, json.dumps(USERS)
+
+    api.add_callback("GET", API + "/users", callback=slow)
+    api.add("GET", API + "/organizations", json={"organizations": [{"id": "o1", "name": "Org"}]})
+
+    async def body():
+        async with h.connect(mode) as client:
+            slow_call = asyncio.ensure_future(client.call_tool("missive_list_users", {}))
+            try:
+                assert await asyncio.to_thread(entered.wait, WAIT), "the slow request never started"
+                listing = await asyncio.wait_for(client.list_tools(cache_mode="bypass"), WAIT)
+                other = await asyncio.wait_for(client.call_tool("missive_list_organizations", {}), WAIT)
+                assert not slow_call.done()  # the first call really was still blocked meanwhile
+            finally:
+                release.set()
+            first = await asyncio.wait_for(slow_call, WAIT)
+            return listing, other, first
+
+    try:
+        listing, other, first = run(body)
+    finally:
+        release.set()
+    assert len(listing.tools) == 36
+    assert other.is_error is False and json.loads(result_text(other))["organizations"][0]["id"] == "o1"
+    assert first.is_error is False and json.loads(result_text(first))["users"][0]["id"] == "u1"
+
+
+# ---- a real subprocess over stdio ---------------------------------------------------------------------------------
+
+class FakeMissive(http.server.ThreadingHTTPServer):
+    """Just enough of Missive: GET /v1/users, and a record of every request."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.seen = []
+        super().__init__(("127.0.0.1", 0), self.Handler)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.server.seen.append((self.command, self.path, self.headers.get("Authorization")))
+            if self.path.split("?")[0] == "/v1/users":
+                body, status = json.dumps({"users": [{"id": "u1", "name": "A", "me": True}]}).encode(), 200
+            else:
+                body, status = b'{"error":"not found"}', 404
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+
+def _pump(stream, sink):
+    for line in iter(stream.readline, b""):
+        sink.put(line)
+    sink.put(None)
+
+
+def test_stdio_subprocess_end_to_end():
+    fake = FakeMissive()
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
+    env.update(MISSIVE_API_TOKEN=TOKEN, MISSIVE_API_URL=f"http://127.0.0.1:{fake.server_address[1]}/v1",
+               PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "missive_mcp.py"], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = queue.Queue(), queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True).start()
+    threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True).start()
+    lines = []
+
+    def send(message):
+        proc.stdin.write((json.dumps(message) + "\n").encode())
+        proc.stdin.flush()
+
+    def receive(request_id):
+        """The response to request_id; notifications met on the way are kept in `lines` too."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            line = out.get(timeout=max(deadline - time.monotonic(), 0.01))
+            assert line is not None, "the server closed stdout"
+            lines.append(line)
+            message = json.loads(line)
+            if message.get("id") == request_id:
+                return message
+
+    try:
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                         "clientInfo": {"name": "t", "version": "0"}}})
+        init = receive(1)["result"]
+        assert init["protocolVersion"] == "2025-11-25"
+        assert init["serverInfo"]["name"] == "missive"
+        assert init["serverInfo"]["version"] == m.__version__
+        assert init["capabilities"]["tools"]["listChanged"] is True
+        assert init["instructions"] == m.INSTRUCTIONS
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+        send({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})
+        tools = receive(2)["result"]["tools"]
+        assert len(tools) == 36 and sorted(t["name"] for t in tools) == sorted(SPEC)
+        assert {t["name"]: t["annotations"] for t in tools} == {name: expected_annotations(name) for name in SPEC}
+
+        send({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+              "params": {"name": "missive_list_users", "arguments": {}}})
+        called = receive(3)["result"]
+        assert called.get("isError") is not True
+        assert called["content"] == [{"type": "text", "text": '{"users":[{"id":"u1","name":"A","me":true}]}'}]
+        assert fake.seen == [("GET", "/v1/users", f"Bearer {TOKEN}")]
+
+        send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+              "params": {"name": "missive_get_contact", "arguments": {"contact_id": "a/b"}}})
+        assert receive(4)["result"]["isError"] is True
+        assert len(fake.seen) == 1
+
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0  # closing stdin ends the server promptly and cleanly
+        while (line := out.get(timeout=WAIT)) is not None:
+            lines.append(line)
+        for line in lines:  # stdout carries JSON-RPC and nothing else
+            assert line.endswith(b"\n")
+            assert json.loads(line)["jsonrpc"] == "2.0", line
+        stderr = b"".join(iter(lambda: err.get(timeout=WAIT), None)).decode(errors="replace")
+        assert TOKEN not in stderr and "Traceback" not in stderr, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if not stream.closed:
+                stream.close()
+        fake.shutdown()
+        fake.server_close()
