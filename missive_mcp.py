@@ -939,7 +939,6 @@ _HTML_PARA_BLOCKS = frozenset("p dl figure".split())
 _HTML_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _HTML_BLOCKISH = _HTML_LINE_BLOCKS | _HTML_PARA_BLOCKS | frozenset(_HTML_HEADINGS) | frozenset(
     "ul ol menu dir blockquote table pre listing xmp hr br".split())
-_HTML_TABLE_PARTS = frozenset("table thead tbody tfoot tr td th caption colgroup col".split())
 # An end tag may not reach past these when looking for its start tag (a stray </div> inside a
 # cell must not close the table around it).
 _HTML_END_BARRIERS = {
@@ -949,14 +948,19 @@ _HTML_END_BARRIERS = {
     "li": frozenset("ul ol menu dir td th table".split()),
 }
 _HTML_DEFAULT_BARRIERS = frozenset("td th table caption".split())
-_HTML_MAX_DEPTH = 120  # deeper start tags become empty siblings; keeps rendering recursion bounded
+_HTML_MAX_DEPTH = 120  # tree depth limit, which bounds rendering recursion; deeper elements are flattened
+_HTML_MAX_SCAN = 500  # an end tag only looks this far down the open elements for its start tag
 _HTML_WS = re.compile(r"[ \t\n\r\f\v]+")
 _HTML_SPACES = re.compile(r"[ \xa0]+")
-_HTML_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u034f\u00ad\u180e"))
-_HTML_ZERO_WIDTH.update({0x202F: "\xa0", 0x2007: "\xa0"})  # narrow/figure no-break spaces
+# Zero-width characters (newsletters pad preheaders with them), soft hyphens and control characters
+# vanish; narrow and figure no-break spaces count as &nbsp;.
+_HTML_CHAR_FIXES = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u034f\u00ad\u180e"))
+_HTML_CHAR_FIXES.update(dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r\f"))
+_HTML_CHAR_FIXES.update({0x202F: "\xa0", 0x2007: "\xa0"})
 _HTML_HIDDEN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _HTML_ZERO_HEIGHT = re.compile(r"(?<![-\w])max-height\s*:\s*0+(\.0*)?(px|pt|em|%)?\s*(;|!|$)", re.I)
 _HTML_OVERFLOW_HIDDEN = re.compile(r"overflow\s*:\s*hidden", re.I)
+_HTML_PIXEL_STYLE = re.compile(r"(?<![-\w])(width|height)\s*:\s*[01](px)?\s*(;|!|$)", re.I)
 _HTML_MSO_PARA = re.compile(r"\bmso", re.I)
 _HTML_REPLY_FROM = re.compile(r"\s*(from|von|de|da|van)\s*:", re.I)
 _HTML_REPLY_IDS = frozenset(["divrplyfwdmsg", "mail-editor-reference-message-container"])
@@ -980,12 +984,23 @@ class _HtmlTreeBuilder(html.parser.HTMLParser):
         super().__init__(convert_charrefs=True)
         self.root = _HtmlNode("#root", {})
         self.stack = [self.root]
+        self.head_at = None  # stack index of an open <head>
+        self.flat = set()  # ids of open elements too deep to nest, whose content goes to their parent
+        self.no_close_from = {}  # construct -> (len(rawdata), position from which its closer is known missing)
 
     def _close_to(self, index):
-        del self.stack[max(index, 1):]
+        index = max(index, 1)
+        if self.flat:
+            for node in reversed(self.stack[index:]):
+                if id(node) in self.flat:
+                    self.flat.discard(id(node))
+                    node.children.append(_HtmlNode(node.tag, {}))  # the line break its end would give
+        del self.stack[index:]
+        if self.head_at is not None and index <= self.head_at:
+            self.head_at = None
 
     def _find_open(self, tags, barriers):
-        for i in range(len(self.stack) - 1, 0, -1):
+        for i in range(len(self.stack) - 1, max(0, len(self.stack) - _HTML_MAX_SCAN), -1):
             tag = self.stack[i].tag
             if tag in tags:
                 return i
@@ -995,8 +1010,8 @@ class _HtmlTreeBuilder(html.parser.HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         stack = self.stack
-        if any(node.tag == "head" for node in stack) and tag not in _HTML_HEAD_OK:
-            self._close_to(next(i for i, node in enumerate(stack) if node.tag == "head"))
+        if self.head_at is not None and tag not in _HTML_HEAD_OK:
+            self._close_to(self.head_at)
         found = None
         if tag == "li":
             found = self._find_open(("li",), _HTML_END_BARRIERS["li"])
@@ -1008,11 +1023,13 @@ class _HtmlTreeBuilder(html.parser.HTMLParser):
             found = self._find_open(("tr",), ("table",))
         elif tag in ("thead", "tbody", "tfoot"):
             found = self._find_open(("thead", "tbody", "tfoot", "tr"), ("table",))
+        elif tag == "a":  # links do not nest; a new one ends the open one
+            found = self._find_open(("a",), _HTML_DEFAULT_BARRIERS)
         elif tag == "option":
             found = self._find_open(("option",), ("select", "datalist"))
         if found is None and (tag in _HTML_BLOCKISH and tag not in ("br", "td", "th", "tr", "li")):
             # A block start closes an open <p> if only inline elements lie between them.
-            for i in range(len(stack) - 1, 0, -1):
+            for i in range(len(stack) - 1, max(0, len(stack) - _HTML_MAX_SCAN), -1):
                 if stack[i].tag == "p":
                     found = i
                     break
@@ -1021,15 +1038,26 @@ class _HtmlTreeBuilder(html.parser.HTMLParser):
         if found is not None:
             self._close_to(found)
         node = _HtmlNode(tag, {name: value or "" for name, value in attrs})
-        self.stack[-1].children.append(node)
-        if tag not in _HTML_VOID and len(self.stack) < _HTML_MAX_DEPTH:
+        parent = self.stack[-1]
+        if tag in _HTML_VOID or len(self.stack) < _HTML_MAX_DEPTH:
+            parent.children.append(node)
+            if tag in _HTML_VOID:
+                return False
+            if tag == "head" and self.head_at is None:
+                self.head_at = len(self.stack)
             self.stack.append(node)
             return True
-        return False
+        # Too deep to nest: an empty copy keeps the element's line break, its content goes to the
+        # parent (or nowhere, if it is hidden), and the stack still matches its end tag.
+        parent.children.append(_HtmlNode(tag, {}))
+        node.children = [] if tag in _HTML_SKIP or _html_hidden(node) else parent.children
+        self.flat.add(id(node))
+        self.stack.append(node)
+        return True
 
     def handle_startendtag(self, tag, attrs):
         if self.handle_starttag(tag, attrs):
-            self.stack.pop()
+            self._close_to(len(self.stack) - 1)
 
     def handle_endtag(self, tag):
         if tag == "br":  # browsers read </br> as <br>
@@ -1048,12 +1076,28 @@ class _HtmlTreeBuilder(html.parser.HTMLParser):
             top = self.stack[-1]
         top.children.append(data)
 
+    # HTMLParser rescans to the end of the input for every unclosed "<!--" or "<![", which is
+    # quadratic on hostile input; once a closer is known missing after some point, fail fast.
+    def _scan_once(self, kind, i, parse):
+        known = self.no_close_from.get(kind)
+        if known and known[0] == len(self.rawdata) and i >= known[1]:
+            return -1
+        result = parse()
+        if result < 0:
+            self.no_close_from[kind] = (len(self.rawdata), i)
+        return result
+
+    def parse_comment(self, i, report=1):
+        return self._scan_once("comment", i, lambda: super(_HtmlTreeBuilder, self).parse_comment(i, report))
+
     def parse_marked_section(self, i, report=1):
-        try:
-            return super().parse_marked_section(i, report)
-        except AssertionError:  # "<![foo" that is no known marked section: skip it like a bogus comment
-            end = self.rawdata.find(">", i + 3)
-            return -1 if end < 0 else end + 1
+        def parse():
+            try:
+                return super(_HtmlTreeBuilder, self).parse_marked_section(i, report)
+            except AssertionError:  # "<![foo" is no known marked section: skip it like a bogus comment
+                end = self.rawdata.find(">", i + 3)
+                return -1 if end < 0 else end + 1
+        return self._scan_once("section", i, parse)
 
 
 class _HtmlFragment:
@@ -1079,6 +1123,7 @@ class _HtmlWriter:
         self.para = False
         self.lead_space = False
         self.unseen = False  # current line held only things not shown (alt-less images)
+        self.after_url = False  # "<url>" just written: a word glued to it needs a space
         self.pre = pre
         self.in_list = in_list
 
@@ -1100,7 +1145,7 @@ class _HtmlWriter:
         self.lines.append(line)
 
     def text(self, s):
-        s = s.translate(_HTML_ZERO_WIDTH)
+        s = s.translate(_HTML_CHAR_FIXES)
         if self.pre:
             pieces = s.replace("\r\n", "\n").replace("\r", "\n").split("\n")
             for piece in pieces[:-1]:
@@ -1126,10 +1171,10 @@ class _HtmlWriter:
 
     def inline(self, s):
         self._start_content()
-        if self.space and self.cur:
+        if self.cur and (self.space or (self.after_url and s[0].isalnum())):
             self.cur.append(" ")
         self.cur.append(s)
-        self.space = False
+        self.space = self.after_url = False
 
     def newline(self):
         if self.cur:
@@ -1155,10 +1200,11 @@ class _HtmlWriter:
     def block(self, lines, para=True):
         if not lines:
             return
-        self.paragraph() if para else self.newline()
+        end = self.paragraph if para else self.newline
+        end()
         self._start_content()
         self.lines.extend(lines)
-        self.paragraph() if para else self.newline()
+        end()
 
     def put(self, frag, suffix=""):
         """Insert a rendered fragment: inline if it is one plain line, else as a block."""
@@ -1170,6 +1216,7 @@ class _HtmlWriter:
                 self.space = True
             self.inline(frag.lines[0] + suffix)
             self.space = frag.trail_space
+            self.after_url = bool(suffix)
         else:
             self.block(frag.lines[:-1] + [frag.lines[-1] + suffix], frag.para)
 
@@ -1239,7 +1286,9 @@ def _html_render_children(nodes, w):
         if isinstance(child, str):
             w.text(child)
             continue
-        chain = None if id(child) in w.shared["headers"] else _html_reply_header(child)
+        chain = None
+        if child.tag == "div" and id(child) not in w.shared["headers"]:
+            chain = _html_reply_header(child)
         if chain:
             # Quote the header and everything after it at this level: that is the earlier message.
             w.shared["headers"].update(map(id, chain))
@@ -1308,6 +1357,8 @@ def _html_render_image(node, w):
         size = re.match(r"\s*(\d+)", node.attrs.get(dim, ""))
         if size and int(size.group(1)) <= 1:
             return  # tracking pixel
+    if _HTML_PIXEL_STYLE.search(node.attrs.get("style", "")):
+        return
     w.text(" " + alt + " ")
 
 
@@ -1445,13 +1496,18 @@ def _html_flat_text(root):
                 parts.append("\n")
                 todo.append("\n")
             todo.extend(reversed(item.children))
-    return "\n".join(" ".join(line.split()) for line in "".join(parts).split("\n"))
+    text = "".join(parts).translate(_HTML_CHAR_FIXES)
+    return "\n".join(" ".join(line.split()) for line in text.split("\n"))
 
 
 def html_to_text(html_source: str) -> str:
     """Convert email HTML to the plain text a person would read (quotes as "> ", links as "text <url>")."""
     if not isinstance(html_source, str) or not html_source:
         return ""
+    last_gt = html_source.rfind(">")
+    if html_source.find("<", last_gt + 1) >= 0:
+        # No tag can start after the last ">"; escaping those "<" spares HTMLParser a quadratic rescan.
+        html_source = html_source[:last_gt + 1] + html_source[last_gt + 1:].replace("<", "&lt;")
     builder = _HtmlTreeBuilder()
     try:
         builder.feed(html_source)
