@@ -311,8 +311,9 @@ class RateBudget:
 
     A request counts against every window while it is in flight and, once its answer is back, from that moment:
     Missive counts it somewhere in between, so no window can hold more requests on Missive's side than here.
-    Waiting happens on the event loop before a worker thread is taken, so a throttled call never holds a thread
-    another call could use. ``release`` may be called from any thread.
+    Waiting calls queue first come, first served on the event loop, before a worker thread is taken, so a
+    throttled call never holds a thread another call could use; a release wakes only the head of the queue.
+    ``release`` may be called from any thread.
     """
 
     def __init__(self, max_concurrent=MAX_CONCURRENT, windows=RATE_WINDOWS, clock=time.monotonic):
@@ -323,7 +324,7 @@ class RateBudget:
         self.paused_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._changed: asyncio.Event | None = None
+        self._queue: deque = deque()  # one asyncio.Event per waiting call, in arrival order
 
     def wait_needed(self) -> float | None:
         """Seconds until a request may start (0 = now), or None while only a finishing request can make room."""
@@ -344,23 +345,30 @@ class RateBudget:
     async def acquire(self, max_wait: float) -> None:
         """Wait for room (at most ``max_wait`` seconds), then count one request in flight."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # an asyncio.Event belongs to one loop
-            self._loop, self._loop_thread, self._changed = loop, threading.get_ident(), asyncio.Event()
+        if loop is not self._loop:  # asyncio primitives belong to one loop
+            self._loop, self._loop_thread, self._queue = loop, threading.get_ident(), deque()
         give_up = self.clock() + max_wait
-        while (wait := self.wait_needed()) != 0:
-            left = give_up - self.clock()
-            if (wait or 0) > left or left <= 0:
-                raise RateBudgetExceeded(
-                    "Rate budget exhausted (Missive allows 5 concurrent requests, 300/min, 900/15 min): this call "
-                    f"would have to wait {'about ' + str(math.ceil(wait)) + ' s' if wait else 'for other calls'}, "
-                    "longer than MISSIVE_RATE_WAIT allows. Try again later or make fewer calls (batch reads take "
-                    "up to 50 ids).")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=min(wait or left, left))
-            except asyncio.TimeoutError:
-                pass
-        self.in_flight += 1
+        turn = asyncio.Event()
+        self._queue.append(turn)
+        try:
+            while (wait := self.wait_needed() if self._queue[0] is turn else None) != 0:
+                left = give_up - self.clock()
+                if (wait or 0) > left or left <= 0:
+                    raise RateBudgetExceeded(
+                        "Rate budget exhausted (Missive allows 5 concurrent requests, 300/min, 900/15 min): this "
+                        f"call would have to wait {f'about {math.ceil(wait)} s' if wait else 'for other calls'}, "
+                        "longer than MISSIVE_RATE_WAIT allows. Try again later or make fewer calls (batch reads "
+                        "take up to 50 ids).")
+                turn.clear()
+                timer = loop.call_later(min(wait or left, left), turn.set)
+                try:
+                    await turn.wait()
+                finally:
+                    timer.cancel()
+            self.in_flight += 1
+        finally:
+            self._queue.remove(turn)
+            self._wake_head()  # the next call may fit too, or must now start watching the clock
 
     def release(self) -> None:
         """Count a finished request from now on; safe to call from a worker thread."""
@@ -377,8 +385,11 @@ class RateBudget:
         for _limit, _span, stamps in self.windows:
             stamps.append(now)
         self.in_flight -= 1
-        if self._changed is not None:
-            self._changed.set()
+        self._wake_head()
+
+    def _wake_head(self) -> None:
+        if self._queue:
+            self._queue[0].set()
 
     def pause(self, seconds: float) -> None:
         """Hold every request back for ``seconds`` (Missive said 429)."""
@@ -626,8 +637,8 @@ def validator_for(tool: Tool):
             # Imported here rather than at the top: it is the largest start-up cost and tools/list never needs it.
             import jsonschema
 
+            # The schemas themselves are checked by the tests (check_schema), not at every start.
             for each in TOOLS.values():
-                jsonschema.Draft202012Validator.check_schema(each.schema)
                 _validators[each.name] = jsonschema.Draft202012Validator(each.schema)
         return _validators[tool.name]
 
@@ -2043,6 +2054,8 @@ def create_server(config: Config, client: MissiveClient | None = None) -> Server
     listing = types.ListToolsResult(tools=[mcp_tool(tool) for tool in TOOLS.values() if config.enabled(tool)])
 
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
+        if not _validators:  # compile them once the client has its list, off the start-up path
+            asyncio.get_running_loop().call_later(0.05, _warm_up)
         return listing
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -2050,6 +2063,10 @@ def create_server(config: Config, client: MissiveClient | None = None) -> Server
 
     return _Server("missive", version=__version__, instructions=INSTRUCTIONS,
                    on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+
+
+def _warm_up() -> None:
+    threading.Thread(target=validator_for, args=(TOOLS["missive_help"],), daemon=True).start()
 
 
 class _Server(Server):
@@ -2064,8 +2081,6 @@ async def serve(config: Config) -> None:
     """Serve MCP on stdin/stdout until the client goes away."""
     client = MissiveClient(config)
     server = create_server(config, client)
-    # Compile the validators while the client is still handshaking, off the event loop.
-    threading.Thread(target=validator_for, args=(TOOLS["missive_help"],), daemon=True).start()
     try:
         async with mcp.server.stdio.stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
