@@ -110,7 +110,7 @@ DEFAULT_KEYS = {"ORGANIZATION": True, "TEAM": True, "CONTACT_BOOK": True, "ACCOU
 class Config:
     """Everything read from the environment, checked once at start-up."""
 
-    token: str | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)  # never in a repr, log or error
     api_url: str = DEFAULT_API_URL
     defaults: dict = dataclasses.field(default_factory=dict)  # "TEAM" -> value
     read_only: bool = False
@@ -835,8 +835,7 @@ def at_most_one(*names: str):
     """Rule: the named arguments exclude each other."""
     def rule(args, defaults):
         given = [name for name in names if name in args]
-        return [f"{given[1]}: cannot be combined with {given[0]} (use one of {', '.join(names)})"] \
-            if len(given) > 1 else []
+        return [f"{name}: cannot be combined with {given[0]} (use one of {', '.join(names)})" for name in given[1:]]
     return rule
 
 
