@@ -35,6 +35,7 @@ import email.utils
 import html
 import html.parser
 import http
+import io
 import itertools
 import json
 import logging
@@ -80,6 +81,8 @@ BACKOFF_CAP = 8.0
 DEFAULT_429_PAUSE = 2.0     # seconds, when a 429 names no time to wait
 MAX_BODY_BYTES = 5_000_000  # responses larger than this are refused, read in a streaming way
 MAX_PROBLEMS = 50           # validation problems reported per call
+MAX_ARGUMENT_VALUES = 20_000  # no tool takes more; bounds the time validation can hold the event loop
+MAX_JSON_DEPTH = 64         # no schema nests deeper than 8; deeper input is refused before any parsing work
 HELP_TOPICS = ("index", "overview", "architecture", "tools", "usage", "authentication", "safety", "conventions",
                "extending", "troubleshooting", "version")
 
@@ -279,6 +282,9 @@ class ApiError(MissiveError):
 class NetworkError(MissiveError):
     """No usable answer: Missive could not be reached, or the answer did not come within the time allowed."""
 
+    never_sent = False  # the request provably never left (connect failed): any method may be retried
+    retryable = False   # a transport failure a GET may retry (a cap or deadline is not)
+
 
 class OutcomeUnknown(NetworkError):
     """A write reached Missive but its answer was lost: it may or may not have happened."""
@@ -445,7 +451,7 @@ class MissiveClient:
             try:
                 reply = await asyncio.wrap_future(future, loop=loop)
             except NetworkError as exc:
-                retry = getattr(exc, "never_sent", False) or (method == "GET" and getattr(exc, "retryable", False))
+                retry = exc.never_sent or (method == "GET" and exc.retryable)
                 if not retry or attempt == self.max_attempts:
                     raise
                 await self._backoff(attempt, deadline, exc)
@@ -486,13 +492,16 @@ class MissiveClient:
             raise NotConfigured(NO_TOKEN)
         url = self.config.api_url + path
         host = urllib.parse.urlsplit(url).hostname
+        connect_limit = min(self.config.connect_timeout, remaining)
+        read_limit = min(self.config.read_timeout, remaining)
+        deadline_note = f"the call's {self.config.deadline:g} s deadline (MISSIVE_DEADLINE) was reached"
         try:
-            response = self.session.request(
-                method, url, params=params, json=body, allow_redirects=False, stream=True,
-                timeout=(min(self.config.connect_timeout, remaining), min(self.config.read_timeout, remaining)))
+            response = self.session.request(method, url, params=params, json=body, allow_redirects=False,
+                                            stream=True, timeout=(connect_limit, read_limit))
         except requests.exceptions.ConnectTimeout:
-            raise _network_error(f"could not connect to {host} within {self.config.connect_timeout:g} s",
-                                 method, never_sent=True) from None
+            what = (f"could not connect to {host} within {self.config.connect_timeout:g} s"
+                    if connect_limit == self.config.connect_timeout else f"could not connect to {host}: {deadline_note}")
+            raise _network_error(what, method, never_sent=True) from None
         except requests.exceptions.SSLError:
             raise NetworkError(f"Missive API request failed: TLS handshake with {host} failed\n"
                                "Hint: check the system's certificates and MISSIVE_API_URL.") from None
@@ -501,7 +510,9 @@ class MissiveClient:
                 raise _network_error(f"could not connect to {host}", method, never_sent=True) from None
             raise _network_error("the connection dropped before Missive answered", method) from None
         except requests.exceptions.Timeout:
-            raise _network_error(f"no response within {self.config.read_timeout:g} s", method) from None
+            what = (f"no response within {self.config.read_timeout:g} s (MISSIVE_READ_TIMEOUT)"
+                    if read_limit == self.config.read_timeout else f"no response: {deadline_note}")
+            raise _network_error(what, method) from None
         except requests.exceptions.RequestException as exc:
             raise _network_error(type(exc).__name__, method) from None
         with response:
@@ -550,8 +561,11 @@ def _read_capped(response, deadline: float) -> bytes:
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise NetworkError(f"Missive's answer is {int(declared):,} bytes, over this server's "
                            f"{MAX_BODY_BYTES:,}-byte cap\nHint: ask for less (a smaller limit or fewer ids).")
+    # read1 returns as soon as any bytes arrive, so a body that drips in cannot outlast the deadline
+    # (urllib3 1.x has no read1; its read waits for the whole chunk).
+    read = response.raw.read1 if hasattr(response.raw, "read1") else response.raw.read
     chunks, size = [], 0
-    for chunk in response.iter_content(chunk_size=65536):
+    while chunk := read(65536, decode_content=True):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise NetworkError(f"Missive's answer exceeded this server's {MAX_BODY_BYTES:,}-byte cap\n"
@@ -704,6 +718,9 @@ def _describe(error, tool: Tool) -> Iterable[str]:
 
 def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, list[str]]:
     """Check arguments; return the request arguments (env fallbacks filled) and every problem found."""
+    oversized = _oversized(args)
+    if oversized:
+        return {}, [oversized]
     problems = []
     errors = validator_for(tool).iter_errors(args)
     for error in itertools.islice(errors, MAX_PROBLEMS):
@@ -716,6 +733,25 @@ def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, list[st
     if len(unique) > MAX_PROBLEMS:
         unique = unique[:MAX_PROBLEMS] + [f"... and more problems not listed (first {MAX_PROBLEMS} shown)"]
     return work, unique
+
+
+def _oversized(value, max_values=MAX_ARGUMENT_VALUES) -> str | None:
+    """A problem when the arguments are larger or deeper than any tool takes (checked without recursion)."""
+    count, stack, longest = 0, [(value, 1, "")], (0, "")
+    while stack:
+        item, depth, loc = stack.pop()
+        count += 1
+        if count > max_values:
+            return (f"{longest[1] or 'arguments'}: too large ({longest[0]:,} items; the arguments may hold at most "
+                    f"{max_values:,} values and batches at most 50 items)")
+        if depth > MAX_JSON_DEPTH:
+            return f"arguments: nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1, _at(loc, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            longest = max(longest, (len(item), loc))
+            stack.extend((child, depth + 1, loc) for child in item)
+    return None
 
 
 def _path_values(tool: Tool, args: dict) -> dict[str, list[tuple[str, Any]]]:
@@ -814,6 +850,7 @@ def unique_ids(list_name: str, *, match: str | None = None):
         problems, seen = [], set()
         listed = args.get(match) if match else None
         listed = listed if isinstance(listed, list) else None
+        listed_set = {value for value in listed if isinstance(value, str)} if listed is not None else None
         for prefix, item in _items(args, list_name):
             item_id = item.get("id")
             if not isinstance(item_id, str):
@@ -821,7 +858,7 @@ def unique_ids(list_name: str, *, match: str | None = None):
             if item_id in seen:
                 problems.append(f"{prefix}.id: {item_id!r} appears twice; give one item per id")
             seen.add(item_id)
-            if listed is not None and item_id not in listed:
+            if listed_set is not None and item_id not in listed_set:
                 problems.append(f"{prefix}.id: {_short(item_id)} is not in {match}")
         items = args.get(list_name)
         if listed is not None and isinstance(items, list) and len(listed) != len(items):
@@ -2076,12 +2113,53 @@ class _Server(Server):
             notification_options or NotificationOptions(tools_changed=True), *args, **kwargs)
 
 
+class StdinLines:
+    """Stdin lines for the SDK's stdio transport, with over-deep JSON defused so its request still gets an answer.
+
+    The SDK parses each line with pydantic, which rejects JSON nested ~200 levels deep without answering the
+    request, so the client would wait forever. Such a line is replaced by the same request with ``_meta`` set to a
+    string, which the SDK refuses with a JSON-RPC error carrying the request's id.
+    """
+
+    def __init__(self, stream=None):
+        self.stream = stream or io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> str:
+        line = await asyncio.to_thread(self.stream.readline)
+        if not line:
+            raise StopAsyncIteration
+        return defuse_line(line)
+
+
+def defuse_line(line: str) -> str:
+    """The line itself, or a refusable stand-in when it nests deeper than MAX_JSON_DEPTH."""
+    if line.count("{") + line.count("[") <= MAX_JSON_DEPTH:  # cannot be that deep: the usual, cheap case
+        return line
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        message = None
+    if message is not None and not (isinstance(message, dict) and _oversized(message, max_values=math.inf)):
+        return line  # within the limit, or not a request object: the SDK answers those itself
+    if message is None:  # too deep even for json: find a leading id the way clients write it
+        found = re.match(r'\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,200}")', line)
+        message = {"id": json.loads(found.group(1))} if found else {}
+    if not isinstance(message.get("id"), (int, str)) or isinstance(message.get("id"), bool):
+        return line  # a notification, or no usable id: nothing to answer
+    method = message.get("method") if isinstance(message.get("method"), str) else "tools/call"
+    return _compact({"jsonrpc": "2.0", "id": message["id"], "method": method,
+                     "params": {"_meta": f"refused: nested deeper than {MAX_JSON_DEPTH} levels"}}) + "\n"
+
+
 async def serve(config: Config) -> None:
     """Serve MCP on stdin/stdout until the client goes away."""
     client = MissiveClient(config)
     server = create_server(config, client)
     try:
-        async with mcp.server.stdio.stdio_server() as (read_stream, write_stream):
+        async with mcp.server.stdio.stdio_server(stdin=StdinLines()) as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
     finally:
         client.close()

@@ -331,7 +331,7 @@ NETWORK = [
 
 @pytest.mark.parametrize("verb, exc, phrases", NETWORK)
 def test_network_failures(api, clients, verb, exc, phrases):
-    config, client = clients(make_config(deadline=5.0, read_timeout=7.0))
+    config, client = clients(make_config(deadline=10.0, read_timeout=7.0))
     register(api, verb, body=exc())
     result = run_tool(verb, config, client)
     assert result.is_error is True
@@ -380,7 +380,7 @@ def test_unexpected_exception_becomes_an_error_result(api, clients):
 
 def test_errors_then_success_on_one_client(api, clients):
     """A sequence of different failures on one client, then a success: no state is left broken."""
-    config, client = clients(make_config(deadline=5.0, read_timeout=7.0))
+    config, client = clients(make_config(deadline=10.0, read_timeout=7.0))
     register(api, "GET", status=500, body="")
     register(api, "GET", body=requests.exceptions.ReadTimeout("read timed out"))
     register(api, "GET", status=404, json={"message": "gone"})
