@@ -958,7 +958,7 @@ def test_stdio_huge_array_argument_does_not_stall_the_server(stdio):
     assert answered, f"the server answered nothing for {time.monotonic() - started:.0f} s after one 100k-item argument"
     refused = server.answered(2)
     assert len(refused) == 1 and refused[0]["result"]["isError"] is True
-    assert "at most 50" in refused[0]["result"]["content"][0]["text"]
+    assert "too large (100,000 items" in refused[0]["result"]["content"][0]["text"]
     assert memory["VmHWM"] < 400_000, memory
 
 
