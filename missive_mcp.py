@@ -52,10 +52,11 @@ from typing import Any, Callable, Iterable
 
 import mcp.server.stdio
 import mcp_types as types
-import requests
-import urllib3.exceptions
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
+
+# requests and jsonschema are imported where first used: together they are ~50 ms of start-up (clients spawn the
+# server per session) that the handshake and the first tools/list never need. A warm-up loads them right after.
 
 __version__ = "0.1.0"
 
@@ -298,8 +299,11 @@ class RateBudgetExceeded(MissiveError):
 # The HTTP chokepoint: method allowlist, base URL, auth, timeouts, rate budget, retries
 # ---------------------------------------------------------------------------------------------------------------------
 
-class BearerAuth(requests.auth.AuthBase):
-    """Attaches the token; passing an explicit auth object also stops requests from consulting ~/.netrc."""
+class BearerAuth:
+    """requests' auth hook (the requests.auth.AuthBase interface): attaches the token to every request.
+
+    Passing an explicit auth object also stops requests from consulting ~/.netrc.
+    """
 
     def __init__(self, token: str):
         self._token = token
@@ -427,15 +431,27 @@ class MissiveClient:
         # As many workers as budget slots: a call that got a slot never queues for a thread.
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.budget.max_concurrent,
                                                               thread_name_prefix="missive-http")
-        self.session = requests.Session()
-        self.session.headers.update({"Accept": "application/json",
-                                     "User-Agent": f"missive-mcp/{__version__}"})
-        self.session.auth = BearerAuth(config.token) if config.token else None
+        self._session = None
+        self._session_lock = threading.Lock()
+
+    @property
+    def session(self):
+        """The one requests.Session, with the headers and the auth every request carries (built on first use)."""
+        with self._session_lock:
+            if self._session is None:
+                import requests
+
+                session = requests.Session()
+                session.headers.update({"Accept": "application/json", "User-Agent": f"missive-mcp/{__version__}"})
+                session.auth = BearerAuth(self.config.token) if self.config.token else None
+                self._session = session
+            return self._session
 
     def close(self) -> None:
         """Stop the worker threads and close pooled connections."""
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
 
     async def request(self, method: str, path: str, *, params=None, body=None) -> Reply:
         """Send one logical request under the rate budget, retrying only where that cannot duplicate a write."""
@@ -480,6 +496,8 @@ class MissiveClient:
 
     def _send(self, method: str, path: str, params, body, deadline: float) -> Reply:
         """Perform one HTTP exchange (runs in a worker thread); the method allowlist lives here."""
+        import requests
+
         if method not in ALLOWED_METHODS:
             raise ValueError(f"HTTP method {method!r} is not allowed; only GET, POST and PATCH leave this process")
         if not path.startswith("/") or "//" in path or ".." in path or "?" in path or "#" in path:
@@ -525,6 +543,8 @@ class MissiveClient:
 
 def _is_connect_failure(exc: BaseException) -> bool:
     """True when the chain shows the TCP/DNS connect itself failed, so nothing was sent."""
+    import urllib3.exceptions  # requests' transport
+
     seen, todo = set(), [exc]
     while todo:
         current = todo.pop()
@@ -2090,8 +2110,8 @@ def create_server(config: Config, client: MissiveClient | None = None) -> Server
     listing = types.ListToolsResult(tools=[mcp_tool(tool) for tool in TOOLS.values() if config.enabled(tool)])
 
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
-        if not _validators:  # compile them once the client has its list, off the start-up path
-            asyncio.get_running_loop().call_later(0.05, _warm_up)
+        if not _validators:  # load what calls need once the client has its list, off the start-up path
+            asyncio.get_running_loop().call_later(0.05, _warm_up, client)
         return listing
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -2101,8 +2121,11 @@ def create_server(config: Config, client: MissiveClient | None = None) -> Server
                    on_list_tools=on_list_tools, on_call_tool=on_call_tool)
 
 
-def _warm_up() -> None:
-    threading.Thread(target=validator_for, args=(TOOLS["missive_help"],), daemon=True).start()
+def _warm_up(client: MissiveClient) -> None:
+    def load():
+        validator_for(TOOLS["missive_help"])
+        client.session  # imports requests and builds the session
+    threading.Thread(target=load, daemon=True).start()
 
 
 class _Server(Server):
@@ -2281,7 +2304,7 @@ def help_text(topic: str, config: Config) -> str:
     if topic == "version":
         import importlib.metadata  # only this topic reads package metadata
         return (f"# Version\nmissive-mcp {__version__}, Python {sys.version.split()[0]}, "
-                f"mcp {importlib.metadata.version('mcp')}, requests {requests.__version__}.\n"
+                f"mcp {importlib.metadata.version('mcp')}, requests {importlib.metadata.version('requests')}.\n"
                 "Update by replacing missive_mcp.py with a newer copy (or `pip install -U` from your checkout), "
                 "then restart the MCP client.")
     if topic == "index":

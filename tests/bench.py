@@ -39,6 +39,10 @@ TOKEN = "test-token"
 PROTOCOL = "2025-11-25"
 WAIT = 30.0          # seconds: the bound on every single read from a server
 STARTUP_WAIT = 20.0  # seconds: spawn -> initialize answer
+# The module loads requests and its validators in the background just after the first tools/list (a client's
+# first tool call comes a model turn later); warm-ups give it this long so steady-state figures measure calls,
+# not that one-off load. Its cost is shown on its own in the "first call after start-up" figure.
+BACKGROUND_LOAD = 0.5
 MiB = 1024 * 1024
 
 # Missive's real limits, which the module hard-codes (RATE_WINDOWS) and the environment cannot change.
@@ -457,6 +461,21 @@ class Bench:
                         "floor: bare low-level Server('bare') with one tool, requests imported only on first "
                         "call, started the same way (python <script>, same env)"],
                  runs_ms=[round(s * 1000, 2) for s in module_s], floor_runs_ms=[round(s * 1000, 2) for s in bare_s])
+        first_s, bare_first_s = [], []
+        for _ in range(self.n_startup):  # the first call right after tools/list pays what start-up deferred
+            self.fake.reset()
+            with self.server("module", self.fake) as proc:
+                seconds, message = proc.call_tool("missive_list_users", {})
+                assert tool_outcome(message)[0], tool_outcome(message)[1][:200]
+                first_s.append(seconds)
+            with self.server("bare", self.fake) as proc:
+                bare_first_s.append(proc.call_tool("get_users", {})[0])
+        value, floor = median(first_s) * 1000, median(bare_first_s) * 1000
+        self.add("first_call_ms", "first call after start-up (info)", value, "ms", floor, None, None,
+                 target_text="no target",
+                 notes=["missive_list_users sent right after the first tools/list: it waits for the background "
+                        "load of requests and the validators that start-up deferred; floor = the bare server's "
+                        "first GET (which imports requests then)"])
         self.add("tools_list_bytes", "tools/list result (compact)", median(tools_b), "B", median(bare_tools_b),
                  32000, median(tools_b) <= 32000, target_text="<= 32,000 B",
                  notes=[f"{n_tools} tools; result object re-serialised with separators=(',',':'), "
@@ -473,6 +492,7 @@ class Bench:
         with self.server("module", self.fake) as module, self.server("bare", self.fake) as bare:
             # Warm-up that spends no rate budget: missive_help is answered locally (validation + handler path).
             module.call_tool("missive_help", {})
+            time.sleep(BACKGROUND_LOAD)
             mod_s, bare_s, errors = [], [], []
             for _ in range(n):  # interleaved one by one: both see the same machine state
                 seconds, message = module.call_tool("missive_list_users", {})
@@ -510,6 +530,7 @@ class Bench:
             with self.server(kind, fake, **extra) as proc:
                 if kind == "module":
                     proc.call_tool("missive_help", {})  # warm-up answered locally: no request, no budget spent
+                    time.sleep(BACKGROUND_LOAD)
                 else:
                     proc.call_tool(tool, {})  # warm-up (imports requests); the fake's windows are reset below
                 fake.reset()
@@ -753,7 +774,7 @@ def render(info: dict, figures: list, elapsed: float, quick: bool) -> str:
         if f["error"]:
             mark = "ERROR"
         else:
-            mark = "pass" if f["pass"] else "FAIL"
+            mark = "info" if f["pass"] is None else ("pass" if f["pass"] else "FAIL")
         measured = "error" if f["error"] else (f["value_text"] or _fmt(f["value"], f["unit"]))
         floor = f["floor_text"] or _fmt(f["floor"], f["unit"])
         target = f["target_text"]
