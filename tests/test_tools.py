@@ -6,9 +6,12 @@ Adding a row to missive_mcp.TOOLS without a case here fails `test_every_tool_has
 """
 
 import json
+import logging
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import responses
 from responses import matchers
 
 import missive_mcp as m
@@ -636,3 +639,18 @@ def test_max_body_chars_cuts_each_body(api):
     body = out["messages"]["body"]
     assert body.startswith(HTML_BODY[:12])
     assert HTML_BODY[12:40] not in body
+
+
+# ---- logging: one info line per call, never argument values ----------------------------------------------------
+
+def test_info_log_has_one_line_per_call_with_status_duration_and_retries_but_no_arguments(api, caplog):
+    caplog.set_level(logging.INFO, logger="missive_mcp")
+    api.add(responses.GET, f"{API}/contacts", status=503, body="busy")
+    api.add(responses.GET, f"{API}/contacts", json={"contacts": []})
+    assert not call("missive_list_contacts", {"contact_book": "book-1", "search": "needle-4711"}).is_error
+    call("missive_list_contacts", {"contact_book": "book-1", "bogus": "needle-4711"})  # invalid: no request
+    lines = [record.getMessage() for record in caplog.records if record.name == "missive_mcp"]
+    assert len(lines) == 2, lines
+    assert re.fullmatch(r"tool=missive_list_contacts status=200 duration_ms=\d+ retries=1", lines[0]), lines[0]
+    assert re.fullmatch(r"tool=missive_list_contacts status=- duration_ms=\d+ retries=0", lines[1]), lines[1]
+    assert "needle-4711" not in caplog.text and "book-1" not in caplog.text
