@@ -2309,9 +2309,16 @@ def help_text(topic: str, config: Config) -> str:
                 "Update by replacing missive_mcp.py with a newer copy (or `pip install -U` from your checkout), "
                 "then restart the MCP client.")
     if topic == "index":
-        blurbs = {topic: (HELP.get(topic) or topic).splitlines()[0].lstrip("# ") for topic in HELP_TOPICS[1:]}
-        blurbs.update(tools=f"Every tool ({len(TOOLS)}) with its route and hints", version="Installed versions",
-                      usage="How to use the tools well, with recipes", authentication="Token and environment")
+        blurbs = {"overview": "What this server can and cannot do",
+                  "architecture": "The module's sections and how a call flows through them",
+                  "tools": f"Every tool ({len(TOOLS)}) with its HTTP route and hints",
+                  "usage": "The rules that trip callers up, with recipes",
+                  "authentication": "Creating a token, and every environment variable",
+                  "safety": "What can never happen, the destructive tools, rate limits and retries",
+                  "conventions": "Names, ids, output format, paging and errors",
+                  "extending": "How to add a tool",
+                  "troubleshooting": "Common errors and how to fix them",
+                  "version": "Installed versions and how to update"}
         return (f"# missive-mcp {__version__}\nSafe access to a Missive team inbox; never sends, never deletes. "
                 f"Mode: {config.mode()}.\n\nTopics:\n" + "\n".join(f"- {t}: {b}" for t, b in blurbs.items()))
     return HELP[topic]
