@@ -21,8 +21,8 @@ Quick start
     python missive_mcp.py --check                                    # verify the token, print ids
     python missive_mcp.py --help                                     # every command-line mode
 
-Sections, in order: configuration, errors, the HTTP chokepoint, validation, result shaping, the tool
-table, the MCP handlers, help text, command line.
+Sections, in order: configuration, errors, the HTTP chokepoint, validation, result shaping, readable
+message bodies, the tool table, the MCP handlers, help text, command line.
 """
 
 from __future__ import annotations
@@ -2226,8 +2226,8 @@ filters the list tools offer.""",
     "architecture": """# Architecture
 One module, `missive_mcp.py`, in this order: configuration (environment, read once) → errors (one root,
 `MissiveError`) → the HTTP chokepoint (`MissiveClient`: method allowlist, base URL, auth, timeouts, rate budget,
-retries) → validation (JSON Schema, then per-tool rules) → result shaping → the tool table (`TOOL_ROWS`) → the two
-MCP handlers → help text → command line.
+retries) → validation (JSON Schema, then per-tool rules) → result shaping → readable message bodies (HTML to
+text) → the tool table (`TOOL_ROWS`) → the two MCP handlers → help text → command line.
 
 A call flows: tools/call → unknown name? protocol error → schema + rules (env defaults filled) → token present? →
 `build_request` (ids percent-encoded, query/body from schema keys only) → `MissiveClient.request` (budget,
