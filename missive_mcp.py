@@ -2075,6 +2075,7 @@ async def call_tool(config: Config, client: MissiveClient, name: str, arguments:
             raise ApiError(reply.status, _error_message(reply), method)
         return _text(shape_reply(tool, _ints(args), reply))
     except MissiveError as exc:
+        status = getattr(exc, "status", status)  # a 429 that outlasted its retries is raised by the client
         return _text(str(exc).replace(config.token, "[redacted]") if config.token else str(exc), is_error=True)
     except Exception:
         # A bug, not a user error: keep the server alive and the traceback on stderr, out of the model's context.
