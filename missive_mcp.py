@@ -70,6 +70,8 @@ DEFAULT_API_URL = "https://public.missiveapp.com/v1"
 TOKEN_HELP = "Missive (Preferences → API → Create a new token)"
 ALLOWED_METHODS = frozenset({"GET", "POST", "PATCH"})
 ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
+NO_WHITESPACE = r"^\S+$"   # Message-IDs: Missive silently ignores references containing whitespace
+NOT_BLANK = r"\S"
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -152,7 +154,7 @@ class Config:
 
     def enabled(self, tool: Tool) -> bool:
         """Whether this configuration lists and allows the tool (read-only mode fails closed)."""
-        if tool.name == "missive_help":
+        if tool.route is None:  # answered locally (help): nothing to restrict
             return True
         if self.read_only and tool.annotations.get("readOnlyHint") is not True:
             return False
@@ -518,7 +520,8 @@ class MissiveClient:
                                             stream=True, timeout=(connect_limit, read_limit))
         except requests.exceptions.ConnectTimeout:
             what = (f"could not connect to {host} within {self.config.connect_timeout:g} s"
-                    if connect_limit == self.config.connect_timeout else f"could not connect to {host}: {deadline_note}")
+                    if connect_limit == self.config.connect_timeout
+                    else f"could not connect to {host}: {deadline_note}")
             raise _network_error(what, method, never_sent=True) from None
         except requests.exceptions.SSLError:
             raise NetworkError(f"Missive API request failed: TLS handshake with {host} failed\n"
@@ -717,7 +720,8 @@ def _describe(error, tool: Tool) -> Iterable[str]:
         return
     if kind == "pattern":
         message = {ID_PATTERN: "is not a valid id (1-128 letters, digits, _ or -)",
-                   r"^\S+$": "must not contain whitespace", r"\S": "must not be blank"}.get(rule, f"must match {rule}")
+                   NO_WHITESPACE: "must not contain whitespace",
+                   NOT_BLANK: "must not be blank"}.get(rule, f"must match {rule}")
         message = f"{_short(value)} {message}"
     else:
         size = len(value) if isinstance(value, (str, list, dict)) else 0
@@ -745,7 +749,7 @@ def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, list[st
     errors = validator_for(tool).iter_errors(args)
     for error in itertools.islice(errors, MAX_PROBLEMS):
         problems.extend(_describe(error, tool))
-    work = json.loads(json.dumps(args))  # a private copy the rules may fill
+    work = _ints(args)  # a private copy the rules may fill, with integers as integers
     for rule in tool.rules:
         problems.extend(rule(work, config.defaults))
     problems.extend(_path_problems(tool, work))
@@ -753,6 +757,17 @@ def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, list[st
     if len(unique) > MAX_PROBLEMS:
         unique = unique[:MAX_PROBLEMS] + [f"... and more problems not listed (first {MAX_PROBLEMS} shown)"]
     return work, unique
+
+
+def _ints(value):
+    """JSON integers arrive as 10.0 from some clients; every number in these schemas is an integer (S6)."""
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_ints(item) for item in value]
+    return value
 
 
 def _oversized(value, max_values=MAX_ARGUMENT_VALUES) -> str | None:
@@ -958,17 +973,6 @@ def shape_bodies(data, key: str, body_format: str = "text", max_chars: int = 200
                     f"{max_chars}; call again with a larger max_body_chars to read them]")
         message["body"] = body
     return data
-
-
-def _ints(value):
-    """JSON integers arrive as 10.0 from some clients; every number in these schemas is an integer (S6)."""
-    if isinstance(value, float):
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _ints(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_ints(item) for item in value]
-    return value
 
 
 def shape_reply(tool: Tool, passed: dict, reply: Reply) -> str:
@@ -1698,7 +1702,7 @@ ID = {"type": "string", "pattern": ID_PATTERN}
 IDS = _arr(ID)
 TS = {"type": "integer", "minimum": 0}
 BATCH_IDS = _arr(ID, minItems=1, maxItems=50, uniqueItems=True)
-REFS = _d(_arr({"type": "string", "minLength": 1, "pattern": r"^\S+$"}), "Message-IDs")
+REFS = _d(_arr({"type": "string", "minLength": 1, "pattern": NO_WHITESPACE}), "Message-IDs")
 PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 200}, "offset": {"type": "integer", "minimum": 0}}
 SUB_PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 10}, "until": TS}
 ORG_FILTER = {"organization": ID}
@@ -1879,7 +1883,7 @@ TOOL_ROWS = [
          ["message_ids"], local=("body_format", "max_body_chars"), bodies="messages"),
     Tool("missive_list_messages", "Find messages by Message-ID", "READ", "GET /messages",
          "Messages whose email Message-ID header matches (usually one, up to the latest 10).",
-         {"email_message_id": _d({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": r"\S"},
+         {"email_message_id": _d({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NOT_BLANK},
                                  "e.g. <abc@mail.example.com>")}, ["email_message_id"], bodies="messages"),
     Tool("missive_create_message", "Create a custom-channel message", "CREATE", "POST /messages",
          "Record an INCOMING message in a custom channel; never transmits anything (to email someone a person "
@@ -2092,7 +2096,7 @@ def build_request(tool: Tool, args: dict) -> tuple[str, str, dict | None, dict |
     path = tool.path
     for name, pairs in _path_values(tool, args).items():
         path = path.replace("{" + name + "}", ",".join(urllib.parse.quote(value, safe="") for _, value in pairs))
-    rest = {key: _ints(args[key]) for key in tool.params
+    rest = {key: args[key] for key in tool.params
             if key in args and key not in tool.path_params and key not in tool.local}
     if tool.method == "GET":
         query = {key: ("true" if value else "false") if isinstance(value, bool) else value
