@@ -31,10 +31,12 @@ import argparse
 import asyncio
 import concurrent.futures
 import dataclasses
+import difflib
 import email.utils
 import html
 import html.parser
 import http
+import http.client
 import io
 import itertools
 import json
@@ -43,10 +45,12 @@ import math
 import os
 import random
 import re
+import socket
 import sys
 import threading
 import time
 import urllib.parse
+import zlib
 from collections import deque
 from typing import Any, Callable, Iterable
 
@@ -83,6 +87,7 @@ BACKOFF_BASE = 0.5          # seconds; doubled per attempt, with full jitter
 BACKOFF_CAP = 8.0
 DEFAULT_429_PAUSE = 2.0     # seconds, when a 429 names no time to wait
 MAX_BODY_BYTES = 5_000_000  # responses larger than this are refused, read in a streaming way
+DEADLINE_GRACE = 0.5       # seconds past MISSIVE_DEADLINE by which answer-sized work must be done
 MAX_PROBLEMS = 50           # validation problems reported per call
 MAX_ARGUMENT_VALUES = 20_000  # no tool takes more; bounds the time validation can hold the event loop
 MAX_JSON_DEPTH = 64         # no schema nests deeper than 8; deeper input is refused before any parsing work
@@ -100,7 +105,9 @@ ENV_VARS = {
     "MISSIVE_DEFAULT_FROM_NAME": (None, "Display name added to that default sender."),
     "MISSIVE_DEFAULT_ACCOUNT": (None, "Custom-channel account id for missive_create_message."),
     "MISSIVE_READ_ONLY": ("0", "1 = list and allow only read-only tools."),
-    "MISSIVE_TOOLS": (None, "Comma list of tool names and groups to enable (default: all)."),
+    "MISSIVE_TOOLS": (None, "Comma list of tool names, groups and presets to enable (default: all)."),
+    "MISSIVE_ALLOW_REMOTE_CONTENT": ("0", "1 = writes may reference remote images, CSS and icons (fetched on "
+                                          "display)."),
     "MISSIVE_CONNECT_TIMEOUT": ("5", "Seconds to establish a connection."),
     "MISSIVE_READ_TIMEOUT": ("30", "Seconds to wait for each read from Missive."),
     "MISSIVE_DEADLINE": ("90", "Overall seconds per tool call, waits and retries included."),
@@ -121,36 +128,54 @@ class Config:
     defaults: dict = dataclasses.field(default_factory=dict)  # "TEAM" -> value
     read_only: bool = False
     tools: frozenset | None = None  # enabled names after expanding groups; None = all
+    allow_remote: bool = False  # MISSIVE_ALLOW_REMOTE_CONTENT: writes may reference remote images and icons
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     deadline: float = 90.0
     rate_wait: float = 60.0
     log_level: str = "warning"
+    error: str | None = None  # a configuration mistake: every call answers with it and nothing is sent
 
     @classmethod
     def from_env(cls, environ=None) -> Config:
-        """Read and check the MISSIVE_* variables; raise ConfigError on a value that cannot work."""
+        """Read and check the MISSIVE_* variables; raise one ConfigError naming every value that cannot work."""
         env = os.environ if environ is None else environ
+        problems = []
 
         def get(name):
             value = (env.get(name) or "").strip()
             return value or None
 
-        token = get("MISSIVE_API_TOKEN")
-        if token and (not token.isprintable() or any(c.isspace() for c in token)):
-            token = None  # whitespace or control characters inside: treat as absent, never echo it
-        return cls(
-            token=token,
-            api_url=check_api_url(get("MISSIVE_API_URL") or DEFAULT_API_URL),
+        def read(parse, name, *extra):
+            try:
+                return parse(name, get(name), *extra)
+            except ConfigError as exc:
+                problems.append(str(exc))
+                return extra[0] if extra else None
+
+        config = cls(
+            token=read(_env_token, "MISSIVE_API_TOKEN"),
+            api_url=read(_env_url, "MISSIVE_API_URL", DEFAULT_API_URL),
             defaults={key: get("MISSIVE_DEFAULT_" + key) for key in DEFAULT_KEYS if get("MISSIVE_DEFAULT_" + key)},
-            read_only=_env_bool("MISSIVE_READ_ONLY", get("MISSIVE_READ_ONLY")),
-            tools=expand_tool_selection(get("MISSIVE_TOOLS")),
-            connect_timeout=_env_seconds("MISSIVE_CONNECT_TIMEOUT", get("MISSIVE_CONNECT_TIMEOUT"), 5.0),
-            read_timeout=_env_seconds("MISSIVE_READ_TIMEOUT", get("MISSIVE_READ_TIMEOUT"), 30.0),
-            deadline=_env_seconds("MISSIVE_DEADLINE", get("MISSIVE_DEADLINE"), 90.0),
-            rate_wait=_env_seconds("MISSIVE_RATE_WAIT", get("MISSIVE_RATE_WAIT"), 60.0),
-            log_level=_env_log_level(get("MISSIVE_LOG_LEVEL")),
+            read_only=read(_env_bool, "MISSIVE_READ_ONLY", False),
+            tools=read(_env_tools, "MISSIVE_TOOLS"),
+            allow_remote=read(_env_bool, "MISSIVE_ALLOW_REMOTE_CONTENT", False),
+            connect_timeout=read(_env_seconds, "MISSIVE_CONNECT_TIMEOUT", 5.0),
+            read_timeout=read(_env_seconds, "MISSIVE_READ_TIMEOUT", 30.0),
+            deadline=read(_env_seconds, "MISSIVE_DEADLINE", 90.0),
+            rate_wait=read(_env_seconds, "MISSIVE_RATE_WAIT", 60.0),
+            log_level=read(_env_log_level, "MISSIVE_LOG_LEVEL", "warning"),
         )
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return config
+
+    @classmethod
+    def failed(cls, error: ConfigError) -> Config:
+        """A configuration that lists every tool but answers every call with the error (fail closed, visibly)."""
+        return cls(error=f"missive-mcp is not configured correctly, so nothing was sent:\n{error}\n"
+                         "Fix the variable in the MCP client's env block and restart the client; "
+                         "`missive-mcp --check` shows what it sees.")
 
     def enabled(self, tool: Tool) -> bool:
         """Whether this configuration lists and allows the tool (read-only mode fails closed)."""
@@ -165,24 +190,39 @@ class Config:
         parts = ["read-only" if self.read_only else "read-write"]
         if self.tools is not None:
             parts.append("MISSIVE_TOOLS allowlist")
+        parts.append("remote images allowed in writes" if self.allow_remote else "remote images refused in writes")
         count = sum(self.enabled(tool) for tool in TOOLS.values())
         return f"{', '.join(parts)}: {count} of {len(TOOLS)} tools enabled"
 
 
-def check_api_url(url: str) -> str:
-    """Return the base URL without a trailing slash, or raise ConfigError if it is not safe to use."""
-    parts = urllib.parse.urlsplit(url)
-    host = (parts.hostname or "").lower()
+def _env_token(name: str, value: str | None) -> str | None:
+    # Only visible ASCII can travel in an Authorization header; never echo the value, even in part.
+    if value is not None and not re.fullmatch(r"[!-~]+", value):
+        raise ConfigError(f"{name} contains spaces, control or non-ASCII characters, which an HTTP header cannot "
+                          "carry; copy the token again from Missive (the value is not shown)")
+    return value
+
+
+def _env_url(name: str, value: str | None, default: str) -> str:
+    url = value or default
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:  # "http://[::1/v1", a port that is not a number or out of range
+        raise ConfigError(f"{name} is not a valid URL (check the brackets of an IPv6 address and the port)") \
+            from None
     if parts.scheme not in ("https", "http") or not host:
-        raise ConfigError("MISSIVE_API_URL must be an absolute https:// URL")
+        raise ConfigError(f"{name} must be an absolute https:// URL")
+    if port == 0:
+        raise ConfigError(f"{name} has port 0, which no server listens on")
     if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
-        raise ConfigError("MISSIVE_API_URL may use http:// only for 127.0.0.1, localhost or ::1; use https://")
+        raise ConfigError(f"{name} may use http:// only for 127.0.0.1, localhost or ::1; use https://")
     if parts.username is not None or parts.password is not None or "?" in url or "#" in url:
-        raise ConfigError("MISSIVE_API_URL must not contain user-info, a query or a fragment")
+        raise ConfigError(f"{name} must not contain user-info, a query or a fragment")
     return url.rstrip("/")
 
 
-def _env_bool(name: str, value: str | None) -> bool:
+def _env_bool(name: str, value: str | None, default: bool) -> bool:
     if value is None or value.lower() in ("0", "false", "no", "off"):
         return False
     if value.lower() in ("1", "true", "yes", "on"):
@@ -202,32 +242,45 @@ def _env_seconds(name: str, value: str | None, default: float) -> float:
     return seconds
 
 
-def _env_log_level(value: str | None) -> str:
-    level = (value or "warning").lower()
+def _env_log_level(name: str, value: str | None, default: str) -> str:
+    level = (value or default).lower()
     if level not in ("debug", "info", "warning", "error"):
-        raise ConfigError("MISSIVE_LOG_LEVEL must be one of debug, info, warning, error")
+        raise ConfigError(f"{name} must be one of debug, info, warning, error")
     return level
 
 
-def expand_tool_selection(value: str | None) -> frozenset | None:
-    """Turn MISSIVE_TOOLS (tool names and groups) into tool names; raise ConfigError on unknown entries."""
+def _env_tools(name: str, value: str | None) -> frozenset | None:
+    """Turn MISSIVE_TOOLS (tool names, groups and presets, any case) into tool names."""
     if value is None:
         return None
-    groups = {}
-    for tool in TOOLS.values():
-        groups.setdefault(tool.group, set()).add(tool.name)
-    names, unknown = set(), []
-    for entry in (part.strip() for part in value.split(",")):
-        if entry in TOOLS:
-            names.add(entry)
-        elif entry in groups:
-            names |= groups[entry]
-        elif entry:
-            unknown.append(entry)
+    choices = tool_selection_choices()
+    entries = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if not entries:
+        raise ConfigError(f"{name} names no tools; list tool names, groups or presets separated by commas, or "
+                          "unset it to enable every tool")
+    unknown = [entry for entry in entries if entry not in choices]
     if unknown:
-        raise ConfigError(f"MISSIVE_TOOLS has unknown entries: {', '.join(unknown)}. "
-                          f"Valid groups: {', '.join(sorted(groups))}; valid tools: {', '.join(TOOLS)}")
-    return frozenset(names)
+        lines = [f"{name} has unknown entries:"]
+        for entry in unknown:
+            close = difflib.get_close_matches(entry, choices, n=3, cutoff=0.6)
+            guess = f"{', '.join(close[:-1])} or {close[-1]}" if len(close) > 1 else "".join(close)
+            lines.append(f"  {entry}" + (f" (did you mean {guess}?)" if close else ""))
+        lines.append("  presets: " + ", ".join(TOOL_PRESETS))
+        lines.append("  groups: " + ", ".join(sorted({tool.group for tool in TOOLS.values()})))
+        lines.append("  `missive-mcp --list-tools` lists every tool name")
+        raise ConfigError("\n".join(lines))
+    return frozenset(name for entry in entries for name in choices[entry])
+
+
+def tool_selection_choices() -> dict[str, frozenset]:
+    """What MISSIVE_TOOLS accepts, lower-cased: each tool name, each group and each preset, with its tools."""
+    choices = {}
+    for tool in TOOLS.values():
+        choices[tool.name] = frozenset([tool.name])
+        choices[tool.group] = choices.get(tool.group, frozenset()) | {tool.name}
+    for preset, names in TOOL_PRESETS.items():
+        choices[preset] = frozenset(names)
+    return choices
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -255,29 +308,9 @@ class NotConfigured(MissiveError):
 
 
 class ApiError(MissiveError):
-    """Missive answered with an HTTP status of 300 or more."""
+    """Missive answered with an error status, or answered a read with something that is not JSON."""
 
-    HINTS = {
-        400: "Missive rejected the values; the message names the field.",
-        401: "The token was rejected (mistyped, revoked, or the plan has no API access). "
-             f"Create one in {TOKEN_HELP}.",
-        403: "The token's user may not do this (some actions need an organization admin/owner or a paid plan).",
-        404: "Not found or not visible to this user; check the id with a list tool (deleted contacts also 404).",
-        422: "Missive rejected the values; the message names the field.",
-        429: "Rate limit (5 concurrent, 300/min, 900/15 min); wait {retry} seconds before trying again.",
-    }
-
-    def __init__(self, status: int, message: str, method: str = "GET", retry_after: float | None = None):
-        hint = self.HINTS.get(status, "")
-        if status == 429:
-            hint = hint.format(retry=max(1, math.ceil(DEFAULT_429_PAUSE if retry_after is None else retry_after)))
-        elif status >= 500:
-            hint = "Missive-side failure; try again shortly."
-            if method == "POST":
-                hint = ("Missive-side failure; the write may or may not have happened. Check (e.g. list the "
-                        "conversation's posts or drafts) before repeating it.")
-        elif 300 <= status < 400:
-            hint = "Redirects are not followed; check MISSIVE_API_URL."
+    def __init__(self, status: int, message: str, hint: str = ""):
         super().__init__(f"Missive API error {status}: {message}" + (f"\nHint: {hint}" if hint else ""))
         self.status = status
 
@@ -295,6 +328,80 @@ class OutcomeUnknown(NetworkError):
 
 class RateBudgetExceeded(MissiveError):
     """The client-side rate budget would make this call wait longer than allowed."""
+
+
+# Every hint the server writes after "Hint: ", in one place.
+HINTS = {
+    400: "Missive rejected the values; the message names the field.",
+    401: f"The token was rejected (mistyped, revoked, or the plan has no API access). Create one in {TOKEN_HELP}.",
+    403: "The token's user may not do this (some actions need an organization admin/owner or a paid plan).",
+    404: "Not found or not visible to this user; check the id with a list tool (deleted contacts also 404).",
+    "404-url": "This route takes no id, so the base URL is likely wrong: check MISSIVE_API_URL (it must end in /v1).",
+    422: "Missive rejected the values; the message names the field.",
+    429: "Rate limit (5 concurrent, 300/min, 900/15 min); wait {retry} seconds before trying again.",
+    "3xx": "Redirects are not followed; check MISSIVE_API_URL.",
+    "5xx": "Missive-side failure; try again shortly.",
+    "5xx-POST": "Missive-side failure; the write may or may not have happened. Check (e.g. list the conversation's "
+                "posts or drafts) before repeating it.",
+    "not-json": "A read must return JSON; something other than Missive may be answering (a proxy or captive "
+                "portal): check MISSIVE_API_URL and the network.",
+    "network": "Check the network connection and MISSIVE_API_URL.",
+    "tls": "Check the system's certificates (or REQUESTS_CA_BUNDLE) and MISSIVE_API_URL.",
+    "deadline": "Missive may be degraded; try again shortly, or raise MISSIVE_DEADLINE.",
+    "too-big": "Ask for less (a smaller limit or fewer ids).",
+    "unknown-POST": "Check before repeating it (e.g. list the conversation's posts or drafts, or list the resource).",
+    "unknown-PATCH": "This update is idempotent; read the resource or repeat the call.",
+}
+PEER_TEXT_CAP = 500  # characters of Missive's own error text quoted in an error
+
+
+def api_error(status: int, peer_text: str | None, method: str, *, ids: bool = True,
+              retry_after: float | None = None) -> ApiError:
+    """The error for an HTTP status: Missive's own words quoted on one line, then the hint for the case."""
+    if peer_text:
+        message = quote_peer(peer_text)
+    else:
+        try:
+            message = http.HTTPStatus(status).phrase
+        except ValueError:
+            message = "no details"
+    if status == 429:
+        hint = HINTS[429].format(retry=max(1, math.ceil(DEFAULT_429_PAUSE if retry_after is None else retry_after)))
+    elif status == 404 and not ids:
+        hint = HINTS["404-url"]
+    elif status >= 500:
+        hint = HINTS["5xx-POST" if method == "POST" else "5xx"]
+    elif 300 <= status < 400:
+        hint = HINTS["3xx"]
+    elif status < 300:
+        hint = HINTS["not-json"]
+    else:
+        hint = HINTS.get(status, "")
+    return ApiError(status, message, hint)
+
+
+def network_error(what: str, method: str, *, never_sent: bool = False, retryable: bool = True,
+                  hint: str = "network") -> NetworkError:
+    """The error for an exchange without a usable answer; for a write that may have arrived, 'outcome unknown'."""
+    if never_sent or method == "GET":
+        error = NetworkError(f"Missive API request failed: {what}\nHint: {HINTS[hint]}")
+    elif method == "POST":
+        error = OutcomeUnknown(f"Missive API request failed: {what}. The outcome is unknown: the write may or may "
+                               f"not have happened.\nHint: {HINTS['unknown-POST']}")
+    else:
+        error = OutcomeUnknown(f"Missive API request failed: {what}. The change may or may not have been "
+                               f"applied.\nHint: {HINTS['unknown-PATCH']}")
+    error.never_sent = never_sent
+    error.retryable = retryable
+    return error
+
+
+def quote_peer(text: str) -> str:
+    """Text from the peer as one quoted line, capped, so it can never pose as this server's own lines."""
+    flat = " ".join("".join(c if c.isprintable() or c.isspace() else " " for c in text[:PEER_TEXT_CAP * 4]).split())
+    if len(flat) > PEER_TEXT_CAP:
+        flat = flat[:PEER_TEXT_CAP - 1] + "…"
+    return json.dumps(flat, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -410,14 +517,123 @@ class RateBudget:
 
 @dataclasses.dataclass
 class Reply:
-    """What came back from one HTTP exchange."""
+    """What came back from one HTTP exchange, already parsed and cleaned in the worker thread."""
 
     status: int
-    data: Any = None           # parsed JSON, or None
-    text: str = ""             # raw text when the body was not JSON
+    data: Any = None           # parsed JSON (invisible characters and the token removed)
+    text: str = ""             # the body as text when it was not JSON (token removed); "" when it was
     empty: bool = False
     retry_after: float | None = None
+    message: str | None = None  # Missive's own words from an error body, unquoted
     attempts: int = 1
+
+
+class _Exchange:
+    """The sockets of one HTTP exchange, so that the call's deadline can tear it down from the event loop.
+
+    Shutting a socket down wakes a worker blocked in recv() at once; closing it from another thread would not.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sockets = []
+        self.aborted = False
+
+    def attach(self, sock) -> None:
+        """Remember a socket this exchange reads from (shut at once if the exchange is already over)."""
+        with self._lock:
+            self._sockets.append(sock)
+            aborted = self.aborted
+        if aborted:
+            _shut(sock)
+
+    def abort(self) -> None:
+        """End the exchange: every socket it uses stops sending and receiving now."""
+        with self._lock:
+            self.aborted = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock) -> None:
+    try:
+        # The plain socket method: SSLSocket.shutdown would also drop its SSL state under the reading thread.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, TypeError):  # already closed, or not a socket
+        pass
+
+
+_LOCAL = threading.local()  # the _Exchange a worker thread is running, for the connection classes below
+
+
+def _attach(sock) -> None:
+    exchange = getattr(_LOCAL, "exchange", None)
+    if exchange is not None and sock is not None:
+        exchange.attach(sock)
+
+
+def _new_session(config: Config):
+    """The one requests.Session: fixed headers, the token's auth, and connections a deadline can tear down."""
+    import requests
+    import requests.adapters
+    import urllib3.connection
+    import urllib3.connectionpool
+
+    class Abortable:
+        """Registers each socket with the running exchange: after connect, and again when a pooled one is reused."""
+
+        def connect(self):
+            """Connect (TCP and TLS are each bounded in total by the connect timeout), then register the socket."""
+            super().connect()
+            _attach(self.sock)
+
+        def request(self, *args, **kwargs):
+            """Send a request line; a reused connection's socket is registered first."""
+            _attach(self.sock)
+            return super().request(*args, **kwargs)
+
+    class HTTPConnection(Abortable, urllib3.connection.HTTPConnection):
+        """urllib3's HTTP connection, abortable."""
+
+    class HTTPSConnection(Abortable, urllib3.connection.HTTPSConnection):
+        """urllib3's HTTPS connection, abortable."""
+
+    class HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+        """A pool of abortable HTTP connections."""
+        ConnectionCls = HTTPConnection
+
+    class HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+        """A pool of abortable HTTPS connections."""
+        ConnectionCls = HTTPSConnection
+
+    pools = {"http": HTTPPool, "https": HTTPSPool}
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        """requests' adapter whose pools (direct or through an HTTPS proxy) hold abortable connections."""
+
+        def init_poolmanager(self, *args, **kwargs):
+            """Create the direct pool manager with the abortable pools."""
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy, **kwargs):
+            """Create a proxy's pool manager with the abortable pools."""
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+    session = requests.Session()
+    session.mount("https://", Adapter())
+    session.mount("http://", Adapter())
+    # Only gzip and deflate: both are decoded here under the size cap (see _read_capped).
+    session.headers.update({"Accept": "application/json", "Accept-Encoding": "gzip, deflate",
+                            "User-Agent": f"missive-mcp/{__version__}"})
+    session.auth = BearerAuth(config.token) if config.token else None
+    # http:// is allowed only on loopback; a proxy from the environment would see the token in clear there.
+    # For https, HTTPS_PROXY/ALL_PROXY/NO_PROXY and REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE keep working.
+    session.trust_env = urllib.parse.urlsplit(config.api_url).scheme == "https"
+    return session
 
 
 class MissiveClient:
@@ -433,6 +649,8 @@ class MissiveClient:
         # As many workers as budget slots: a call that got a slot never queues for a thread.
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.budget.max_concurrent,
                                                               thread_name_prefix="missive-http")
+        # Answer-sized work (pruning, bodies to text) runs here, off the event loop and without a rate slot.
+        self.shaper = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="missive-shape")
         self._session = None
         self._session_lock = threading.Lock()
 
@@ -441,35 +659,32 @@ class MissiveClient:
         """The one requests.Session, with the headers and the auth every request carries (built on first use)."""
         with self._session_lock:
             if self._session is None:
-                import requests
-
-                session = requests.Session()
-                session.headers.update({"Accept": "application/json", "User-Agent": f"missive-mcp/{__version__}"})
-                session.auth = BearerAuth(self.config.token) if self.config.token else None
-                self._session = session
+                self._session = _new_session(self.config)
             return self._session
 
     def close(self) -> None:
         """Stop the worker threads and close pooled connections."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.shaper.shutdown(wait=False, cancel_futures=True)
         if self._session is not None:
             self._session.close()
 
-    async def request(self, method: str, path: str, *, params=None, body=None) -> Reply:
-        """Send one logical request under the rate budget, retrying only where that cannot duplicate a write."""
-        loop = asyncio.get_running_loop()
-        start = time.monotonic()
-        deadline = start + self.config.deadline
+    async def request(self, method: str, path: str, *, params=None, body=None, deadline: float | None = None,
+                      ids: bool = True) -> Reply:
+        """Send one logical request under the rate budget; return its 2xx Reply or raise the error it became.
+
+        This is the only place an HTTP status becomes an error. Retries follow idempotency: GET is retried on
+        429/502/503/504 and transport failures; POST and PATCH only on 429 or when the request provably never
+        left. ``ids`` says whether the path holds ids (a 404 without them points at MISSIVE_API_URL).
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.config.deadline
         for attempt in range(1, self.max_attempts + 1):
-            remaining = deadline - time.monotonic()
-            await self.budget.acquire(min(self.config.rate_wait, max(remaining, 0.0)))
-            future = self.executor.submit(self._send, method, path, params, body, deadline)
-            # The slot is freed when the thread is done, even if the caller was cancelled meanwhile.
-            future.add_done_callback(lambda _: self.budget.release())
+            await self.budget.acquire(min(self.config.rate_wait, max(deadline - time.monotonic(), 0.0)))
             try:
-                reply = await asyncio.wrap_future(future, loop=loop)
+                reply = await self._exchange(method, path, params, body, deadline)
             except NetworkError as exc:
-                retry = exc.never_sent or (method == "GET" and exc.retryable)
+                retry = exc.retryable and (exc.never_sent or method == "GET")
                 if not retry or attempt == self.max_attempts:
                     raise
                 await self._backoff(attempt, deadline, exc)
@@ -479,13 +694,47 @@ class MissiveClient:
                 pause = reply.retry_after if reply.retry_after is not None else DEFAULT_429_PAUSE
                 self.budget.pause(pause)
                 if attempt == self.max_attempts or time.monotonic() + pause > deadline:
-                    raise ApiError(429, _error_message(reply), method, pause)
+                    raise api_error(429, reply.message, method, retry_after=pause)
                 continue  # acquire() waits out the pause for everyone
             if reply.status in (502, 503, 504) and method == "GET" and attempt < self.max_attempts:
                 await self._backoff(attempt, deadline, None)
                 continue
+            if reply.status >= 300:
+                raise api_error(reply.status, reply.message, method, ids=ids)
+            if method == "GET" and reply.text:
+                raise api_error(reply.status, reply.text[:200], method)  # a read that got no JSON read nothing
             return reply
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _exchange(self, method: str, path: str, params, body, deadline: float) -> Reply:
+        """One exchange in a worker thread, torn down when the deadline passes or the caller goes away."""
+        exchange = _Exchange()
+        future = self.executor.submit(self._send, method, path, params, body, deadline, exchange)
+        # The slot is freed when the thread is done; tearing the exchange down makes that prompt.
+        future.add_done_callback(lambda _: self.budget.release())
+        waiter = asyncio.wrap_future(future)
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=max(deadline - time.monotonic(), 0.0))
+        except BaseException:  # cancelled by the client
+            exchange.abort()
+            waiter.add_done_callback(_consume)
+            raise
+        if not done:
+            exchange.abort()
+            waiter.add_done_callback(_consume)
+            raise network_error(f"no complete answer within the call's {self.config.deadline:g} s deadline "
+                                "(MISSIVE_DEADLINE)", method, retryable=False, hint="deadline")
+        return waiter.result()
+
+    async def offload(self, deadline: float, function: Callable, *args):
+        """Run answer-sized work in a worker thread within the call's deadline, keeping the event loop free."""
+        waiter = asyncio.wrap_future(self.shaper.submit(function, *args))
+        done, _ = await asyncio.wait({waiter}, timeout=max(deadline - time.monotonic(), 0.0) + DEADLINE_GRACE)
+        if not done:
+            waiter.add_done_callback(_consume)
+            raise NetworkError(f"Missive's answer could not be prepared within the call's {self.config.deadline:g} "
+                               f"s deadline (MISSIVE_DEADLINE)\nHint: {HINTS['too-big']}")
+        return waiter.result()
 
     async def _backoff(self, attempt: int, deadline: float, exc: Exception | None) -> None:
         delay = min(BACKOFF_CAP, self.backoff_base * 2 ** (attempt - 1)) * (0.5 + self.rng() / 2)
@@ -493,55 +742,81 @@ class MissiveClient:
             if exc is not None:
                 raise exc
             raise NetworkError(f"Missive API request failed: no answer within the {self.config.deadline:g} s "
-                               "deadline (MISSIVE_DEADLINE)\nHint: Missive may be degraded; try again shortly.")
+                               f"deadline (MISSIVE_DEADLINE)\nHint: {HINTS['deadline']}")
         await asyncio.sleep(delay)
 
-    def _send(self, method: str, path: str, params, body, deadline: float) -> Reply:
+    def _send(self, method: str, path: str, params, body, deadline: float, exchange: _Exchange) -> Reply:
         """Perform one HTTP exchange (runs in a worker thread); the method allowlist lives here."""
-        import requests
-
         if method not in ALLOWED_METHODS:
             raise ValueError(f"HTTP method {method!r} is not allowed; only GET, POST and PATCH leave this process")
         if not path.startswith("/") or "//" in path or ".." in path or "?" in path or "#" in path:
             raise ValueError(f"refusing to request an unsafe path {path!r}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise NetworkError(f"Missive API request failed: no answer within the {self.config.deadline:g} s "
-                               "deadline (MISSIVE_DEADLINE)\nHint: try again, or raise MISSIVE_DEADLINE.")
+            raise network_error(f"no answer within the call's {self.config.deadline:g} s deadline (MISSIVE_DEADLINE)",
+                                method, retryable=False, hint="deadline")
         if self.session.auth is None:
             raise NotConfigured(NO_TOKEN)
-        url = self.config.api_url + path
-        host = urllib.parse.urlsplit(url).hostname
         connect_limit = min(self.config.connect_timeout, remaining)
         read_limit = min(self.config.read_timeout, remaining)
-        deadline_note = f"the call's {self.config.deadline:g} s deadline (MISSIVE_DEADLINE) was reached"
+        _LOCAL.exchange = exchange
         try:
-            response = self.session.request(method, url, params=params, json=body, allow_redirects=False,
-                                            stream=True, timeout=(connect_limit, read_limit))
-        except requests.exceptions.ConnectTimeout:
+            response = self.session.request(method, self.config.api_url + path, params=params, json=body,
+                                            allow_redirects=False, stream=True, timeout=(connect_limit, read_limit))
+            with response:
+                raw = _read_capped(response, deadline, method)
+        except _transport_errors() as exc:
+            raise self._failure(exc, exchange, method, connect_limit, read_limit) from None
+        finally:
+            _LOCAL.exchange = None
+        return _make_reply(response.status_code, response.headers, raw, self.config.token, method)
+
+    def _failure(self, exc: Exception, exchange: _Exchange, method: str, connect_limit: float,
+                 read_limit: float) -> NetworkError:
+        """The NetworkError for a transport failure in any phase of an exchange."""
+        import requests
+
+        host = urllib.parse.urlsplit(self.config.api_url).hostname
+        late = f"the call's {self.config.deadline:g} s deadline (MISSIVE_DEADLINE) was reached"
+        if exchange.aborted:
+            return network_error(f"no complete answer: {late}", method, retryable=False, hint="deadline")
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
             what = (f"could not connect to {host} within {self.config.connect_timeout:g} s"
-                    if connect_limit == self.config.connect_timeout
-                    else f"could not connect to {host}: {deadline_note}")
-            raise _network_error(what, method, never_sent=True) from None
-        except requests.exceptions.SSLError:
-            raise NetworkError(f"Missive API request failed: TLS handshake with {host} failed\n"
-                               "Hint: check the system's certificates and MISSIVE_API_URL.") from None
-        except requests.exceptions.ConnectionError as exc:
-            if _is_connect_failure(exc):
-                raise _network_error(f"could not connect to {host}", method, never_sent=True) from None
-            raise _network_error("the connection dropped before Missive answered", method) from None
-        except requests.exceptions.Timeout:
+                    if connect_limit == self.config.connect_timeout else f"could not connect to {host}: {late}")
+            return network_error(what, method, never_sent=True)
+        if isinstance(exc, requests.exceptions.SSLError):
+            return network_error(f"TLS handshake with {host} failed", method, never_sent=True, retryable=False,
+                                 hint="tls")
+        if isinstance(exc, requests.exceptions.ConnectionError) and _is_connect_failure(exc):
+            return network_error(f"could not connect to {host}", method, never_sent=True)
+        if _is_timeout(exc):
             what = (f"no response within {self.config.read_timeout:g} s (MISSIVE_READ_TIMEOUT)"
-                    if read_limit == self.config.read_timeout else f"no response: {deadline_note}")
-            raise _network_error(what, method) from None
-        except requests.exceptions.RequestException as exc:
-            raise _network_error(type(exc).__name__, method) from None
-        with response:
-            try:
-                raw = _read_capped(response, deadline)
-            except requests.exceptions.RequestException:
-                raise _network_error("the connection dropped while reading Missive's answer", method) from None
-        return _make_reply(response.status_code, response.headers, raw, self.config.token)
+                    if read_limit == self.config.read_timeout else f"no complete answer: {late}")
+            return network_error(what, method)
+        return network_error(f"the connection broke before a complete answer arrived ({type(exc).__name__})",
+                             method)
+
+
+def _consume(future) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so an answer nobody waits for any more is not reported as lost
+
+
+def _transport_errors() -> tuple:
+    """Exceptions an exchange can raise because of the network or the peer (ValueError: broken chunk framing)."""
+    import requests
+    import urllib3.exceptions
+
+    return (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+            OSError, ValueError, zlib.error)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    import requests
+    import urllib3.exceptions
+
+    return isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout)) or \
+        isinstance(exc.__context__, (urllib3.exceptions.TimeoutError, socket.timeout))
 
 
 def _is_connect_failure(exc: BaseException) -> bool:
@@ -562,56 +837,61 @@ def _is_connect_failure(exc: BaseException) -> bool:
     return False
 
 
-def _network_error(what: str, method: str, never_sent: bool = False) -> NetworkError:
-    if never_sent or method == "GET":
-        error = NetworkError(f"Missive API request failed: {what}\n"
-                             "Hint: check the network connection and MISSIVE_API_URL.")
-    elif method == "POST":
-        error = OutcomeUnknown(
-            f"Missive API request failed: {what}. The outcome is unknown: the write may or may not have happened.\n"
-            "Hint: check before repeating it (e.g. list the conversation's posts or drafts, or list the resource).")
-    else:
-        error = OutcomeUnknown(f"Missive API request failed: {what}. The change may or may not have been applied.\n"
-                               "Hint: this update is idempotent; read the resource or repeat the call.")
-    error.never_sent = never_sent
-    error.retryable = True
-    return error
-
-
-def _read_capped(response, deadline: float) -> bytes:
-    """Read the body in chunks, refusing more than MAX_BODY_BYTES or reading past the deadline."""
+def _read_capped(response, deadline: float, method: str) -> bytes:
+    """The whole body, decoded here so that neither its size nor its decompressed size can pass MAX_BODY_BYTES."""
+    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+        raise network_error(f"Missive's answer uses a Content-Encoding this server did not ask for "
+                            f"({encoding[:40]!r})", method, retryable=False)
+    inflate = zlib.decompressobj(wbits=47) if encoding != "identity" else None  # 47: gzip or zlib header
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise NetworkError(f"Missive's answer is {int(declared):,} bytes, over this server's "
-                           f"{MAX_BODY_BYTES:,}-byte cap\nHint: ask for less (a smaller limit or fewer ids).")
-    # read1 returns as soon as any bytes arrive, so a body that drips in cannot outlast the deadline
-    # (urllib3 1.x has no read1; its read waits for the whole chunk).
+    if inflate is None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_big(method, f"{int(declared):,} bytes")
+    # read1 returns as soon as any bytes arrive, so the deadline is checked while a body drips in; a peer that
+    # stalls inside one read is cut off by the exchange's teardown (urllib3 1.x has no read1).
     read = response.raw.read1 if hasattr(response.raw, "read1") else response.raw.read
-    chunks, size = [], 0
-    while chunk := read(65536, decode_content=True):
+    chunks, size, received = [], 0, 0
+    while chunk := read(65536, decode_content=False):
+        received += len(chunk)
+        if inflate is not None:
+            chunk = inflate.decompress(chunk, MAX_BODY_BYTES + 1 - size)
+            if inflate.unconsumed_tail:
+                raise _too_big(method, "more than that once decompressed")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise NetworkError(f"Missive's answer exceeded this server's {MAX_BODY_BYTES:,}-byte cap\n"
-                               "Hint: ask for less (a smaller limit or fewer ids).")
+            raise _too_big(method, "more than that")
         if time.monotonic() > deadline:
-            raise NetworkError("Missive API request failed: the answer did not finish within the deadline "
-                               "(MISSIVE_DEADLINE)\nHint: try again, or ask for less.")
+            raise network_error("the answer did not finish arriving within the call's deadline (MISSIVE_DEADLINE)",
+                                method, retryable=False, hint="deadline")
         chunks.append(chunk)
+    if inflate is not None and received and not inflate.eof:
+        raise network_error("Missive's compressed answer ended early", method)
     return b"".join(chunks)
 
 
-def _make_reply(status: int, headers, raw: bytes, token: str | None) -> Reply:
+def _too_big(method: str, size: str) -> NetworkError:
+    return network_error(f"Missive's answer is {size}, over this server's {MAX_BODY_BYTES:,}-byte cap", method,
+                         retryable=False, hint="too-big")
+
+
+def _make_reply(status: int, headers, raw: bytes, token: str | None, method: str) -> Reply:
+    """Parse and clean an answer in the worker thread: nothing answer-sized is left for the event loop."""
     reply = Reply(status=status, retry_after=_retry_after(headers) if status == 429 else None)
     text = raw.decode("utf-8", errors="replace")
     if token:
         text = text.replace(token, "[redacted]")
     if not text.strip():
         reply.empty = True
-    else:
-        try:
-            reply.data = json.loads(text)
-        except ValueError:
-            reply.text = text
+        return reply
+    try:
+        reply.data = clean_answer(json.loads(text), token)
+    except RecursionError:
+        raise network_error(f"Missive's answer nests deeper than {MAX_JSON_DEPTH} levels", method,
+                            retryable=False) from None
+    except ValueError:
+        reply.text = _strip_invisible(text)
+    if status >= 300:
+        reply.message = _error_message(reply)
     return reply
 
 
@@ -624,37 +904,35 @@ def _retry_after(headers) -> float | None:
         except ValueError:
             try:
                 return min(max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0), 900.0)
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, OverflowError):
                 pass
     reset = (headers.get("X-RateLimit-Reset") or "").strip()
     try:
         return min(max(float(reset) - time.time(), 0.0), 900.0)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
-def _error_message(reply: Reply) -> str:
-    """The human part of an error body: its error/errors/message key, else the collapsed text."""
-    data, message = reply.data, None
+ERROR_TEXT_SCAN = 65536  # characters of a non-JSON error body examined for its message
+
+
+def _error_message(reply: Reply) -> str | None:
+    """Missive's own words in an error body: its error/errors/message key, else the visible text of the start."""
+    data = reply.data
     if isinstance(data, dict):
         for key in ("error", "errors", "message"):
-            if data.get(key):
-                value = data[key]
+            value = data.get(key)
+            if value:
                 if isinstance(value, dict) and isinstance(value.get("message"), str):
                     value = value["message"]
-                message = value if isinstance(value, str) else _compact(value)
-                break
-    if message is None:
-        source = reply.text if reply.text else ("" if data is None else _compact(data))
-        if "<" in source and ">" in source:
-            source = re.sub(r"(?s)<(script|style)\b.*?</\1>|<[^>]+>", " ", source)
-        message = " ".join(html.unescape(source).split())
-    if not message:
-        try:
-            message = http.HTTPStatus(reply.status).phrase
-        except ValueError:
-            message = "no details"
-    return message[:500]
+                return value if isinstance(value, str) else _compact(value)[:PEER_TEXT_CAP * 4]
+    source = reply.text[:ERROR_TEXT_SCAN] if reply.text else ("" if data is None else _compact(data)[:ERROR_TEXT_SCAN])
+    if "<" in source and ">" in source:
+        source = _HEADING_MARK.sub("", html_to_text(source))
+    return " ".join(source.split()) or None
+
+
+_HEADING_MARK = re.compile(r"(?m)^#{1,6} ")  # html_to_text marks headings; an error message needs no markup
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -740,33 +1018,40 @@ def _describe(error, tool: Tool) -> Iterable[str]:
     yield f"{loc or 'arguments'}: {message}"
 
 
-def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, list[str]]:
-    """Check arguments; return the request arguments (env fallbacks filled) and every problem found."""
+def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, dict, list[str]]:
+    """Check arguments; return them as passed (nulls dropped), as sent (env fallbacks filled), and every problem."""
     oversized = _oversized(args)
     if oversized:
-        return {}, [oversized]
+        return {}, {}, [oversized]
+    passed = _normalise(args, tool.schema)
     problems = []
-    errors = validator_for(tool).iter_errors(args)
+    errors = validator_for(tool).iter_errors(passed)
     for error in itertools.islice(errors, MAX_PROBLEMS):
         problems.extend(_describe(error, tool))
-    work = _ints(args)  # a private copy the rules may fill, with integers as integers
+    work = _normalise(passed, tool.schema)  # a private copy the rules may fill
     for rule in tool.rules:
         problems.extend(rule(work, config.defaults))
     problems.extend(_path_problems(tool, work))
     unique = list(dict.fromkeys(problems))
     if len(unique) > MAX_PROBLEMS:
         unique = unique[:MAX_PROBLEMS] + [f"... and more problems not listed (first {MAX_PROBLEMS} shown)"]
-    return work, unique
+    return passed, work, unique
 
 
-def _ints(value):
-    """JSON integers arrive as 10.0 from some clients; every number in these schemas is an integer (S6)."""
-    if isinstance(value, float):
+def _normalise(value, schema):
+    """A copy in which a declared argument given as null is "not given", and integral numbers are integers.
+
+    Some clients send every optional argument as null, and 10.0 for 10 (S6); 10.5 stays a float and fails. An
+    undeclared key keeps its null, so a refused key (e.g. send: null) is still refused by name.
+    """
+    if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {key: _ints(item) for key, item in value.items()}
+        known = schema.get("properties", {}) if isinstance(schema, dict) else {}
+        return {key: _normalise(item, known.get(key)) for key, item in value.items()
+                if not (item is None and key in known)}
     if isinstance(value, list):
-        return [_ints(item) for item in value]
+        return [_normalise(item, schema.get("items") if isinstance(schema, dict) else None) for item in value]
     return value
 
 
@@ -930,6 +1215,40 @@ def _compact(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def clean_answer(value, token: str | None, depth: int = 1):
+    """Every string of a parsed answer (keys too) as a person would see it, with the token removed.
+
+    This is the one place text from Missive is cleaned: subjects, names, previews, bodies in either format and
+    error messages all pass here. Answers nested deeper than MAX_JSON_DEPTH raise RecursionError.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise RecursionError("answer nested too deeply")
+    if isinstance(value, str):
+        return _clean_string(value, token)
+    if isinstance(value, dict):
+        return {_clean_string(key, token): clean_answer(item, token, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [clean_answer(item, token, depth + 1) for item in value]
+    return value
+
+
+def _clean_string(text: str, token: str | None) -> str:
+    if not (text.isascii() and text.isprintable()):
+        text = _strip_invisible(text)
+    # After stripping: a token split by zero-width characters is whole again here.
+    return text.replace(token, "[redacted]") if token and token in text else text
+
+
+# Characters a person cannot see, or that change how the text around them displays.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb"
+                        "\U000e0000-\U000e0fff]")
+
+
+def _strip_invisible(text: str) -> str:
+    return _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
 def prune(value):
     """Drop keys whose value is null, false, "" or [] at every depth; keep array elements as they are."""
     if isinstance(value, dict):
@@ -975,11 +1294,11 @@ def shape_bodies(data, key: str, body_format: str = "text", max_chars: int = 200
     return data
 
 
-def shape_reply(tool: Tool, passed: dict, reply: Reply) -> str:
-    """The compact JSON text of a successful reply (O1, O2, O3)."""
+def shape_reply(tool: Tool, passed: dict, reply: Reply, deadline: float, token: str | None) -> str:
+    """The compact JSON text of a successful reply (O1, O2, O3); runs in a worker thread."""
     if reply.empty:
         return _compact({"ok": True, "status": reply.status, "note": "Missive returned no body"})
-    if reply.data is None:
+    if reply.text:
         return _compact({"ok": True, "status": reply.status, "note": "Missive returned a non-JSON body",
                          "preview": reply.text[:200]})
     data = reply.data
@@ -989,7 +1308,9 @@ def shape_reply(tool: Tool, passed: dict, reply: Reply) -> str:
     following = next_page(tool, passed, data)
     if following is not None:
         data["next_page"] = following
-    return _compact(data)
+    text = _compact(data)
+    # Bodies turned into text can join a token that markup had split; the data was redacted before that.
+    return text.replace(token, "[redacted]") if token and token in text else text
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -2013,6 +2334,15 @@ TOOL_ROWS = [
          {"topic": {"type": "string", "enum": list(HELP_TOPICS), "default": "index"}}),
 ]
 TOOLS = {tool.name: tool for tool in TOOL_ROWS}
+# MISSIVE_TOOLS presets, for clients that take few tools (Cursor uses only the first 40 across all servers).
+TOOL_PRESETS = {
+    "read": tuple(tool.name for tool in TOOL_ROWS if tool.route and tool.annotations["readOnlyHint"]),
+    "triage": ("missive_list_conversations", "missive_get_conversation", "missive_list_conversation_messages",
+               "missive_list_conversation_comments", "missive_list_conversation_drafts",
+               "missive_list_conversation_posts", "missive_get_message", "missive_list_messages",
+               "missive_list_users", "missive_list_teams", "missive_list_shared_labels", "missive_list_responses",
+               "missive_get_response", "missive_update_conversations", "missive_create_draft", "missive_create_post"),
+}
 
 
 
@@ -2056,28 +2386,29 @@ async def call_tool(config: Config, client: MissiveClient, name: str, arguments:
     if tool is None:
         raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name!r}. Call tools/list for the available tools.")
     started = time.monotonic()
+    deadline = started + config.deadline
     status, attempts = "-", 0
     try:
+        if config.error:
+            raise NotConfigured(config.error)
         if not config.enabled(tool):
             why = "MISSIVE_READ_ONLY=1 allows only read-only tools" if config.read_only and \
                 tool.annotations["readOnlyHint"] is not True else "it is not in MISSIVE_TOOLS"
             raise NotConfigured(f"{name} is disabled by this server's configuration: {why}. Nothing was sent.")
-        args = arguments or {}
-        work, problems = find_problems(tool, args, config)
+        passed, work, problems = find_problems(tool, arguments or {}, config)
         if tool.route is None:
             if problems:
                 raise InvalidArguments(name, problems)
-            return _text(help_text(args.get("topic", "index"), config))
+            return _text(help_text(passed.get("topic", "index"), config))
         if config.token is None:
             raise NotConfigured(NO_TOKEN + "".join(f"\n{problem}" for problem in problems))
         if problems:
             raise InvalidArguments(name, problems)
         method, path, params, body = build_request(tool, work)
-        reply = await client.request(method, path, params=params, body=body)
+        reply = await client.request(method, path, params=params, body=body, deadline=deadline,
+                                     ids=bool(tool.path_params))
         status, attempts = reply.status, reply.attempts
-        if reply.status >= 300:
-            raise ApiError(reply.status, _error_message(reply), method)
-        return _text(shape_reply(tool, _ints(args), reply))
+        return _text(await client.offload(deadline, shape_reply, tool, passed, reply, deadline, config.token))
     except MissiveError as exc:
         status = getattr(exc, "status", status)  # a 429 that outlasted its retries is raised by the client
         return _text(str(exc).replace(config.token, "[redacted]") if config.token else str(exc), is_error=True)
@@ -2382,9 +2713,7 @@ def run_check(config: Config, out=sys.stdout) -> int:
     client = MissiveClient(config)
 
     async def fetch(path):
-        reply = await client.request("GET", path, params={"limit": 200} if path != "/users" else None)
-        if reply.status >= 300:
-            raise ApiError(reply.status, _error_message(reply))
+        reply = await client.request("GET", path, params={"limit": 200} if path != "/users" else None, ids=False)
         return reply.data if isinstance(reply.data, dict) else {}
 
     async def gather():
@@ -2462,9 +2791,14 @@ def _run(options: argparse.Namespace) -> int:
         config = Config.from_env()
     except ConfigError as exc:
         print(f"missive-mcp: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+        if options.check or options.list_tools:
+            return 2
+        config = Config.failed(exc)  # serve anyway, so the person sees the reason inside the MCP client
+    # Only this module's logger follows MISSIVE_LOG_LEVEL: the SDK and urllib3 log message contents and request
+    # lines (argument values, search terms, addresses) at debug level.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(config.log_level.upper())
     if options.check:
         return run_check(config)
     if options.list_tools:

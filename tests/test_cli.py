@@ -118,23 +118,62 @@ GOOD_URLS = {"https://public.missiveapp.com/v1/": "https://public.missiveapp.com
              "http://[::1]:9/v1/": "http://[::1]:9/v1"}
 
 
-@pytest.mark.parametrize("args", [(), ("--list-tools",), ("--check",)], ids=["serve", "list-tools", "check"])
-def test_bad_api_url_exits_2(args):
-    result = cli(*args, MISSIVE_API_URL="http://public.missiveapp.com/v1", MISSIVE_API_TOKEN=TOKEN)
+BAD_SETTINGS = {  # one mistake per variable a person can make; each must read as one clear line, no traceback
+    "MISSIVE_API_URL": ["http://public.missiveapp.com/v1", "http://[::1/v1", "https://public.missiveapp.com:99999/v1",
+                        "https://public.missiveapp.com:port/v1", "https://public.missiveapp.com:0/v1"],
+    "MISSIVE_API_TOKEN": [TOKEN + " extra", TOKEN + "\u00e9", TOKEN + "\x1b[2J"],
+    "MISSIVE_TOOLS": ["contacts, missive_send_email", ",", " , "],
+    "MISSIVE_READ_ONLY": ["maybe"],
+    "MISSIVE_ALLOW_REMOTE_CONTENT": ["sometimes"],
+    "MISSIVE_DEADLINE": ["soon"],
+    "MISSIVE_LOG_LEVEL": ["loud"],
+}
+BAD_CASES = [(name, value) for name, values in BAD_SETTINGS.items() for value in values]
+
+
+@pytest.mark.parametrize("args", [("--list-tools",), ("--check",)], ids=["list-tools", "check"])
+@pytest.mark.parametrize("name, value", BAD_CASES)
+def test_bad_configuration_exits_2_with_one_clear_message(args, name, value):
+    env = {"MISSIVE_API_TOKEN": TOKEN, name: value}
+    result = cli(*args, **env)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert "MISSIVE_API_URL" in result.stderr
+    assert result.stderr.startswith(f"missive-mcp: {name} ")
     assert "Traceback" not in result.stderr and TOKEN not in result.stderr
 
 
-def test_unknown_tools_entry_exits_2():
-    result = cli("--list-tools", MISSIVE_TOOLS="contacts, missive_send_email")
+def test_every_configuration_problem_is_reported_at_once():
+    with pytest.raises(m.ConfigError) as error:
+        m.Config.from_env({"MISSIVE_API_URL": "ftp://x", "MISSIVE_READ_ONLY": "maybe", "MISSIVE_DEADLINE": "0"})
+    assert [line.split()[0] for line in str(error.value).splitlines()] == \
+        ["MISSIVE_API_URL", "MISSIVE_READ_ONLY", "MISSIVE_DEADLINE"]
+
+
+def test_unknown_tools_entry_suggests_the_closest_names():
+    result = cli("--list-tools", MISSIVE_TOOLS="contacts, missive_send_email, conversatons, Missive_List_User")
     assert result.returncode == 2
     assert result.stdout == ""
     assert "missive_send_email" in result.stderr
-    for valid in ("contacts", "conversations", "missive_list_users", "missive_create_draft"):
-        assert valid in result.stderr
+    assert "conversatons (did you mean conversations" in result.stderr
+    assert "missive_list_user (did you mean missive_list_users" in result.stderr
+    assert "presets: read, triage" in result.stderr and "--list-tools" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tools_names_groups_and_presets_ignore_case():
+    config = m.Config.from_env({"MISSIVE_TOOLS": "Missive_List_Users, CONTACTS, Triage"})
+    assert "missive_list_users" in config.tools and "missive_update_contacts" in config.tools
+    assert set(m.TOOL_PRESETS["triage"]) <= config.tools
+
+
+def test_presets_are_small_enough_for_cursor_and_name_real_tools():
+    groups = {tool.group for tool in m.TOOLS.values()}
+    for preset, names in m.TOOL_PRESETS.items():
+        assert preset not in groups and preset not in m.TOOLS
+        assert set(names) <= set(m.TOOLS), preset
+        assert len(set(names)) + 1 <= 30, preset  # leaves room under Cursor's 40 for other servers
+    read = m.Config.from_env({"MISSIVE_TOOLS": "read"})
+    assert all(m.TOOLS[name].annotations["readOnlyHint"] for name in read.tools)
 
 
 @pytest.mark.parametrize("url", BAD_URLS)
@@ -174,7 +213,9 @@ def test_from_env_strips_whitespace_and_treats_blank_as_unset():
 
 @pytest.mark.parametrize("token", ["missive_pat-abc def", "missive_pat-abc\x00def", "tok\nen", "a\tb"])
 def test_token_with_whitespace_or_control_characters_is_refused(token):
-    assert m.Config.from_env({"MISSIVE_API_TOKEN": token}).token is None
+    with pytest.raises(m.ConfigError, match="MISSIVE_API_TOKEN") as error:
+        m.Config.from_env({"MISSIVE_API_TOKEN": token})
+    assert "abc" not in str(error.value) and "tok" not in str(error.value).replace("token", "")
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), (" 1 ", True), ("true", True), ("TRUE", True),
@@ -211,12 +252,12 @@ def test_tools_and_read_only_combine():
     assert "missive_list_conversations" in enabled and "missive_help" in enabled
 
 
-def test_tools_unknown_entry_lists_valid_names():
+def test_tools_unknown_entry_lists_valid_groups():
     with pytest.raises(m.ConfigError) as error:
         m.Config.from_env({"MISSIVE_TOOLS": "contacts,bogus_group"})
     message = str(error.value)
     assert "bogus_group" in message and "MISSIVE_TOOLS" in message
-    assert "missive_list_users" in message and "conversations" in message
+    assert "conversations" in message and "triage" in message
 
 
 def test_timeouts_and_log_level():

@@ -73,7 +73,12 @@ def api_error(result, status: int) -> tuple[str, str]:
     assert match, lines[0]
     assert int(match.group(1)) == status
     assert lines[1].startswith("Hint: ") and len(lines[1]) > len("Hint: ") + 10, lines[1]
-    return match.group(2), lines[1]
+    return peer_words(match.group(2)), lines[1]
+
+
+def peer_words(message: str) -> str:
+    """Missive's own words arrive as one JSON-quoted line; the server's own phrases (reason phrases) unquoted."""
+    return json.loads(message) if message.startswith('"') else message
 
 
 def assert_still_serving(api, config, client):
@@ -103,7 +108,10 @@ def test_4xx_first_line_and_hint(api, clients, verb, status):
     register(api, verb, status=status, json={"error": f"problem number {status}"})
     message, hint = api_error(run_tool(verb, config, client), status)
     assert message == f"problem number {status}"
-    for word in HINTS[status]:
+    words = HINTS[status]
+    if status == 404 and not m.TOOLS[VERBS[verb][0]].path_params:
+        words = ("MISSIVE_API_URL", "/v1")  # a route without ids cannot be "not found": the base URL is wrong
+    for word in words:
         assert word.lower() in hint.lower(), (word, hint)
     assert len(api.calls) == 1
     assert_still_serving(api, config, client)
@@ -227,8 +235,8 @@ SHAPES = [
     pytest.param({"body": ""}, "Bad Request", id="empty-body"),
     pytest.param({"body": "   \n  "}, "Bad Request", id="blank-body"),
     pytest.param({"body": "Upstream   said\n\n no\tthanks  "}, "Upstream said no thanks", id="plain-text"),
-    pytest.param({"json": {"error": LONG}}, "é" * 500, id="capped-500"),
-    pytest.param({"body": "word " * 400}, " ".join(["word"] * 400)[:500], id="capped-raw-text"),
+    pytest.param({"json": {"error": LONG}}, "é" * 499 + "…", id="capped-500"),
+    pytest.param({"body": "word " * 400}, " ".join(["word"] * 400)[:499] + "…", id="capped-raw-text"),
     pytest.param({"json": {"detail": "unusual"}}, '{"detail":"unusual"}', id="unknown-keys"),
 ]
 
@@ -237,9 +245,12 @@ SHAPES = [
 def test_error_body_shapes(api, clients, kwargs, expected):
     config, client = clients()
     register(api, "GET", status=400, **kwargs)
-    message, _hint = api_error(run_tool("GET", config, client), 400)
-    assert message == expected[:500]
+    result = run_tool("GET", config, client)
+    message, _hint = api_error(result, 400)
+    assert message == expected
     assert len(message) <= 500
+    if "json" in kwargs:  # Missive's words are quoted, so they can never pass for the server's own text
+        assert text(result).startswith('Missive API error 400: "')
 
 
 @pytest.mark.parametrize("status", [302, 400, 401, 403, 404, 405, 409, 410, 422, 500, 502, 503, 504])
@@ -277,8 +288,20 @@ def test_token_echoed_in_error_body_is_scrubbed(api, clients):
 
 # ---- 2xx without JSON ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("verb, status", [("GET", 200), ("POST", 201), ("PATCH", 200)])
-def test_non_json_2xx_is_not_an_error(api, clients, verb, status):
+def test_non_json_2xx_to_a_read_is_an_error(api, clients):
+    """A read that got no JSON read nothing: the model must not take it for an answer."""
+    config, client = clients()
+    register(api, "GET", status=200, body="<html><body>Sign in to the Wi-Fi</body></html> " + TOKEN,
+             content_type="text/html")
+    message, hint = api_error(run_tool("GET", config, client), 200)
+    assert message.startswith("<html><body>Sign in to the Wi-Fi") and TOKEN not in message
+    assert "JSON" in hint and "MISSIVE_API_URL" in hint
+    assert len(api.calls) == 1
+    assert_still_serving(api, config, client)
+
+
+@pytest.mark.parametrize("verb, status", [("POST", 201), ("PATCH", 200)])
+def test_non_json_2xx_to_a_write_is_not_an_error(api, clients, verb, status):
     config, client = clients()
     body = "<p>Created</p> " + "x" * 400 + f" {TOKEN}"
     register(api, verb, status=status, body=body, content_type="text/html")
@@ -388,6 +411,6 @@ def test_errors_then_success_on_one_client(api, clients):
     outcomes = [text(run_tool("GET", config, client)).split("\n")[0] for _ in range(4)]
     assert outcomes[0] == "Missive API error 500: Internal Server Error"
     assert outcomes[1].startswith("Missive API request failed: no response within 7 s")
-    assert outcomes[2] == "Missive API error 404: gone"
+    assert outcomes[2] == 'Missive API error 404: "gone"'
     assert outcomes[3].startswith("Missive API request failed: could not connect to missive.test")
     assert_still_serving(api, config, client)

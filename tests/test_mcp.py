@@ -221,6 +221,36 @@ def test_no_token(harness, api, mode):
     assert len(api.calls) == 0
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_bad_configuration_still_serves_and_every_call_says_why(api, mode):
+    """A configuration mistake reaches the person in the client: the handshake works, the tools are listed, and
+    every call (help included) answers with the mistake and how to fix it; nothing is sent."""
+    try:
+        m.Config.from_env({"MISSIVE_API_TOKEN": TOKEN, "MISSIVE_API_URL": "http://[::1/v1", "MISSIVE_TOOLS": "bogus"})
+    except m.ConfigError as exc:
+        config = m.Config.failed(exc)
+    h = Harness(config)
+
+    async def body():
+        async with h.connect(mode) as client:
+            await server_identity(client, mode)
+            listing = await client.list_tools()
+            return listing, [await client.call_tool(name, args) for name, args in
+                             [("missive_help", {}), ("missive_list_users", {}), ("missive_get_task", {"task_id": "x"})]]
+
+    try:
+        listing, results = run(body)
+    finally:
+        h.close()
+    assert len(listing.tools) == len(m.TOOLS)
+    for result in results:
+        assert result.is_error is True
+        message = result_text(result)
+        assert "MISSIVE_API_URL is not a valid URL" in message and "MISSIVE_TOOLS has unknown entries" in message
+        assert "nothing was sent" in message and "restart" in message
+    assert len(api.calls) == 0
+
+
 # ---- concurrency --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", MODES)

@@ -185,7 +185,7 @@ def guarded_client(monkeypatch):
 @pytest.mark.parametrize("verb", FORBIDDEN_VERBS)
 def test_send_refuses_verb_before_any_socket(api, guarded_client, verb):
     with pytest.raises(ValueError, match="not allowed"):
-        guarded_client._send(verb, "/drafts/d1", None, None, time.monotonic() + 30)
+        guarded_client._send(verb, "/drafts/d1", None, None, time.monotonic() + 30, m._Exchange())
     assert len(api.calls) == 0
 
 
@@ -211,7 +211,7 @@ def test_delete_refused_even_on_a_plain_client(api):
 @pytest.mark.parametrize("path", ["/../users", "//evil.test/x", "/a?b=1", "/a#b", "users", "/a/../../b"])
 def test_send_refuses_unsafe_paths(api, guarded_client, path):
     with pytest.raises(ValueError):
-        guarded_client._send("GET", path, None, None, time.monotonic() + 30)
+        guarded_client._send("GET", path, None, None, time.monotonic() + 30, m._Exchange())
     assert len(api.calls) == 0
 
 
@@ -365,14 +365,25 @@ def test_api_url_defaults_to_missive():
 @pytest.mark.parametrize("raw", ["missive_pat-abc def", "missive_pat-abc\tdef", "missive_pat-abc\ndef",
                                  "missive_pat-abc\x00def", "missive_pat-abc\x1b[31mdef", "missive_pat-abc\x7fdef",
                                  "missive_pat-abc\u200bdef", "missive_pat-abc\u00a0def", "missive_pat-abc\u2028def",
-                                 "   ", ""])
-def test_token_with_whitespace_or_control_characters_is_absent(api, raw):
+                                 "missive_pat-abc\u00e9def"])
+def test_token_an_http_header_cannot_carry_is_a_configuration_error(api, raw):
+    """Never "Internal error" on every call, and never the value in the message, not even in part."""
+    with pytest.raises(m.ConfigError) as error:
+        m.Config.from_env({"MISSIVE_API_TOKEN": raw})
+    config = m.Config.failed(error.value)
+    result = call("missive_list_users", {}, config)
+    assert result.is_error and "MISSIVE_API_TOKEN contains" in text(result)
+    for part in ("missive_pat-abc", "def"):
+        assert part not in text(result)
+    assert len(api.calls) == 0
+
+
+@pytest.mark.parametrize("raw", ["   ", ""])
+def test_blank_token_is_absent(api, raw):
     config = m.Config.from_env({"MISSIVE_API_TOKEN": raw})
     assert config.token is None
     result = call("missive_list_users", {}, config)
     assert result.is_error and text(result) == m.NO_TOKEN
-    for part in ("missive_pat-abc", "def"):
-        assert part not in text(result)
     assert len(api.calls) == 0
 
 
