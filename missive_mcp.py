@@ -1030,7 +1030,7 @@ def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, dict, l
         problems.extend(_describe(error, tool))
     work = _normalise(passed, tool.schema)  # a private copy the rules may fill
     for rule in tool.rules:
-        problems.extend(rule(work, config.defaults))
+        problems.extend(rule(work, config))
     problems.extend(_path_problems(tool, work))
     unique = list(dict.fromkeys(problems))
     if len(unique) > MAX_PROBLEMS:
@@ -1121,7 +1121,7 @@ def fill(name: str, key: str, *, needed=True, inject: bool = True, items: str | 
     ``needed`` is True (always required), False (optional), or a function of the arguments returning the names
     that make it required (E2, E3); ``inject=False`` fills it only when needed (E4 applies to creates only).
     """
-    def rule(args, defaults):
+    def rule(args, config):
         problems = []
         for prefix, obj in _items(args, items):
             if name in obj or any(other in obj for other in unless):
@@ -1130,7 +1130,7 @@ def fill(name: str, key: str, *, needed=True, inject: bool = True, items: str | 
             if not (reasons or inject):
                 continue
             loc = _at(prefix, name)
-            value, bad = _default(defaults, key, loc)
+            value, bad = _default(config.defaults, key, loc)
             if bad:
                 problems.append(bad)
             elif value is not None:
@@ -1155,8 +1155,9 @@ def conversation_ops(*, inject: bool, items: str | None = None) -> tuple:
                  needed=lambda obj: ["add_to_team_inbox"] if obj.get("add_to_team_inbox") is True else []))
 
 
-def draft_sender(args: dict, defaults: dict) -> list[str]:
+def draft_sender(args: dict, config: Config) -> list[str]:
     """Rule: without from_field, a draft is sent as MISSIVE_DEFAULT_FROM_ADDRESS (and _FROM_NAME) when set."""
+    defaults = config.defaults
     if "from_field" not in args and defaults.get("FROM_ADDRESS"):
         args["from_field"] = {"address": defaults["FROM_ADDRESS"]}
         if defaults.get("FROM_NAME"):
@@ -1166,7 +1167,7 @@ def draft_sender(args: dict, defaults: dict) -> list[str]:
 
 def unique_ids(list_name: str, *, match: str | None = None):
     """Rule: item ids are unique (I3) and, with ``match``, are exactly the ids of that argument (I4)."""
-    def rule(args, defaults):
+    def rule(args, config):
         problems, seen = [], set()
         listed = args.get(match) if match else None
         listed = listed if isinstance(listed, list) else None
@@ -1190,7 +1191,7 @@ def unique_ids(list_name: str, *, match: str | None = None):
 
 def at_most_one(*names: str):
     """Rule: the named arguments exclude each other."""
-    def rule(args, defaults):
+    def rule(args, config):
         given = [name for name in names if name in args]
         return [f"{name}: cannot be combined with {given[0]} (use one of {', '.join(names)})" for name in given[1:]]
     return rule
@@ -1198,10 +1199,155 @@ def at_most_one(*names: str):
 
 def need_one(message: str, test: Callable[[dict], bool], items: str | None = None, loc: str = ""):
     """Rule: ``test`` must hold for the arguments (or for each item); otherwise ``message``."""
-    def rule(args, defaults):
+    def rule(args, config):
         return [f"{_at(prefix, loc) if loc else (prefix or 'arguments')}: {message}"
                 for prefix, obj in _items(args, items) if not test(obj)]
     return rule
+
+
+def no_remote_content(html_fields: tuple = (), url_fields: tuple = (), markdown_fields: tuple = (),
+                      items: str | None = None):
+    """Rule: refuse what would make Missive or a mail client fetch a remote resource just by displaying it.
+
+    HTML (and Markdown) may link to anything, since a link needs a click, but may load only inline data: and
+    cid: images; icon and image URL fields may hold only data: URLs. MISSIVE_ALLOW_REMOTE_CONTENT=1 lifts this.
+    """
+    def rule(args, config):
+        if config.allow_remote:
+            return []
+        problems = []
+        for prefix, obj in _items(args, items):
+            for name in html_fields + markdown_fields:
+                if isinstance(obj.get(name), str):
+                    found = remote_references(obj[name], markdown=name in markdown_fields)
+                    problems.extend(f"{_at(prefix, name)}: {REMOTE_REFUSED.format(what)}" for what in found)
+            for name in url_fields:
+                value = obj.get(name)
+                if isinstance(value, str) and value.strip() and not _inline_url(value):
+                    problems.append(f"{_at(prefix, name)}: {REMOTE_REFUSED.format('a remote URL')}")
+        return problems
+    return rule
+
+
+REMOTE_REFUSED = ("{} would be fetched when this is displayed, which can leak data without anything being sent; "
+                  "use an inline data: or cid: image, or a link (set MISSIVE_ALLOW_REMOTE_CONTENT=1 to allow)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Remote references in HTML written by the model: a conservative linear scan, read as a browser would tokenise
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Attributes that load something on display, on any element; href loads only on these elements.
+_FETCH_ATTRIBUTES = frozenset("src srcset lowsrc dynsrc background poster data codebase archive code "
+                              "imagesrcset xlink:href manifest profile".split())
+_FETCH_HREF = frozenset("link image use feimage".split())
+_TAG_NAME = re.compile(r"[A-Za-z][^\s/>]*")
+_ATTRIBUTE = re.compile(r"[\s/]*([^\s\"'>/=][^\s\"'>/=]*)?\s*(=)?\s*")
+_UNQUOTED = re.compile(r"[^\s>]*")
+_CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6}\s?|.)", re.S)
+_CSS_FETCH = re.compile(r"(url|image-set|image|cross-fade|element)\s*\(\s*(['\"]?)\s*([^'\")\s]*)|@import", re.I)
+_MARKDOWN_TOKEN = re.compile(r"!\[|\]\s{0,10}[(\[]")
+
+
+def remote_references(source: str, markdown: bool = False) -> list[str]:
+    """What in HTML (or Markdown) would load a remote resource when displayed, e.g. '<img src>' (linear time)."""
+    found, position, end, lowered = [], 0, len(source), None
+    while len(found) < 10:
+        start = source.find("<", position)
+        if start < 0 or start + 1 >= end:
+            break
+        name = _TAG_NAME.match(source, start + 1)
+        if name is None:
+            position = start + 1
+            continue
+        tag = name.group().lower()
+        position, attributes = _tag_attributes(source, name.end())
+        for attribute, value in attributes:
+            fetches = attribute in _FETCH_ATTRIBUTES or (attribute == "href" and tag in _FETCH_HREF)
+            if fetches and value.strip() and not _inline_url(value):
+                found.append(f"<{tag} {attribute}>")
+            elif attribute == "style" and _css_fetches(value):
+                found.append(f"<{tag} style> url()")
+            elif tag == "meta" and attribute == "http-equiv" and value.strip().lower() == "refresh":
+                found.append("<meta http-equiv=refresh>")
+        if tag == "style":
+            lowered = source.lower() if lowered is None else lowered
+            close = lowered.find("</style", position)
+            css = source[position:close if close >= 0 else end]
+            position = close if close >= 0 else end
+            if _css_fetches(css):
+                found.append("<style> url() or @import")
+    if markdown and _markdown_image(source):
+        found.append("a Markdown image ![…](…)")
+    return list(dict.fromkeys(found))
+
+
+def _markdown_image(source: str) -> bool:
+    """Whether Markdown holds an image whose target is not inline: "![" later closed by "](" or "][" (linear)."""
+    opened = False
+    for match in _MARKDOWN_TOKEN.finditer(source):
+        token = match.group()
+        if token == "![":
+            opened = True
+        elif opened:
+            if token.endswith("[") or not _inline_url(source[match.end():match.end() + 40].lstrip(" <")):
+                return True
+            opened = False
+    return False
+
+
+def _tag_attributes(source: str, position: int) -> tuple[int, list[tuple[str, str]]]:
+    """(position after the tag, [(attribute, entity-decoded value)]) the way an HTML tokeniser reads a tag."""
+    attributes, end = [], len(source)
+    while position < end and source[position] != ">":
+        match = _ATTRIBUTE.match(source, position)
+        name, equals = match.group(1), match.group(2)
+        position = match.end()
+        if name is None and equals is None:
+            position += 1  # a stray quote or "=": skip it as the tokeniser would
+            continue
+        value = ""
+        if equals and position < end:
+            quote = source[position]
+            if quote in "\"'":
+                close = source.find(quote, position + 1)
+                close = end if close < 0 else close
+                value, position = source[position + 1:close], close + 1
+            else:
+                unquoted = _UNQUOTED.match(source, position)
+                value, position = unquoted.group(), unquoted.end()
+        if name:
+            attributes.append((name.lower(), html.unescape(value)))
+    return position + 1, attributes
+
+
+def _inline_url(value: str) -> bool:
+    # Browsers drop leading controls and spaces, and ignore tabs and newlines inside a scheme.
+    cleaned = "".join(value.split()).lstrip("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0e\x0f\x10\x11\x12\x13\x14"
+                                            "\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f").lower()
+    return cleaned.startswith(("data:", "cid:"))
+
+
+def _css_fetches(css: str) -> bool:
+    """Whether CSS loads something: url() or image-set() not inline, or any @import (escapes and comments undone)."""
+    if "\\" in css:
+        css = _CSS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1)[0] in "0123456789abcdefABCDEF"
+                              and m.group(1).strip() and int(m.group(1), 16) < 0x110000 else m.group(1), css)
+    css = _strip_css_comments(css)
+    for match in _CSS_FETCH.finditer(css):
+        if match.group(0).startswith("@") or match.group(1).lower() != "url" or not _inline_url(match.group(3)):
+            return True
+    return False
+
+
+def _strip_css_comments(css: str) -> str:
+    parts, position = [], 0
+    while (start := css.find("/*", position)) >= 0:
+        parts.append(css[position:start])
+        end = css.find("*/", start + 2)
+        position = len(css) if end < 0 else end + 2
+    parts.append(css[position:])
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -2214,7 +2360,8 @@ TOOL_ROWS = [
           "subject": STR, "body": STR, "delivered_at": _d(TS, "Default now"),
           "attachments": _arr(FILE, maxItems=25), "external_id": _d(STR, "Your id for the message"),
           **CONV_FIELDS, **CONV_OPS},
-         ["from_field"], rules=(fill("account", "ACCOUNT"), *conversation_ops(inject=True)), envelope="messages"),
+         ["from_field"], rules=(fill("account", "ACCOUNT"), *conversation_ops(inject=True),
+                                no_remote_content(html_fields=("body",))), envelope="messages"),
     Tool("missive_create_draft", "Create a draft (never sends)", "CREATE", "POST /drafts",
          "Save a draft for a person to review and send in Missive; this server never sends. New conversation, or "
          "appended via conversation or references.",
@@ -2225,7 +2372,7 @@ TOOL_ROWS = [
           "account": _d(ID, "Channel account (custom, live chat, Messenger, Instagram)"),
           **CONV_FIELDS, "attachments": _arr(FILE, maxItems=25),
           "quote_previous_message": _d(BOOL, "Quote the previous message (may leak earlier content)"), **CONV_OPS},
-         rules=(draft_sender, *conversation_ops(inject=True)),
+         rules=(draft_sender, *conversation_ops(inject=True), no_remote_content(html_fields=("body",))),
          envelope="drafts",
          refused={key: NEVER_SENDS for key in ("send", "send_at", "auto_followup", "external_response_id",
                                                "external_response_variables")}),
@@ -2241,7 +2388,10 @@ TOOL_ROWS = [
           "reopen": _d(BOOL, "false keeps a closed conversation closed"), **CONV_OPS},
          rules=(need_one("give non-empty text, markdown or attachments",
                          lambda args: any(args.get(name) for name in ("text", "markdown", "attachments"))),
-                *conversation_ops(inject=True)),
+                *conversation_ops(inject=True),
+                no_remote_content(url_fields=("username_icon", "conversation_icon"), markdown_fields=("markdown",)),
+                no_remote_content(url_fields=("image_url", "author_icon", "footer_icon"),
+                                  markdown_fields=("markdown",), items="attachments")),
          envelope="posts"),
     # --- shared labels --------------------------------------------------------------------------------------------
     Tool("missive_list_shared_labels", "List shared labels", "READ", "GET /shared_labels",
@@ -2287,13 +2437,14 @@ TOOL_ROWS = [
                                   "organization": _d(ID, "Shared response"),
                                   "user": _d(ID, "Personal response")}), minItems=1, maxItems=50)}, ["responses"],
          rules=(OWNER_RULE, fill("organization", "ORGANIZATION", items="responses", unless=("user",)),
-                EXTERNAL_PAIR),
+                EXTERNAL_PAIR, no_remote_content(html_fields=("body",), items="responses")),
          envelope="responses"),
     Tool("missive_update_responses", "Update canned responses", "DESTRUCTIVE-IDEM", "PATCH /responses/{ids}",
          "Change canned responses; only given fields change. attachments REPLACES the whole set. Responses synced "
          "from outside (e.g. WhatsApp templates) cannot be updated.",
          {"responses": _arr(_obj({"id": ID, **RESPONSE}, ["id"]), minItems=1, maxItems=50)}, ["responses"],
-         rules=(unique_ids("responses"), EXTERNAL_PAIR), envelope="responses", ids_from="responses"),
+         rules=(unique_ids("responses"), EXTERNAL_PAIR, no_remote_content(html_fields=("body",), items="responses")),
+         envelope="responses", ids_from="responses"),
     # --- tasks ----------------------------------------------------------------------------------------------------
     Tool("missive_list_tasks", "List tasks", "READ", "GET /tasks",
          "Tasks by last activity, newest first; page with until (no offset).",
@@ -2677,9 +2828,23 @@ def write_schemas(directory: str) -> list[str]:
             handle.write(json.dumps(tool.snapshot(), indent=2, ensure_ascii=False) + "\n")
         written.append(target)
     for stale in os.listdir(directory):
-        if stale.startswith("missive_") and stale.endswith(".json") and stale[:-5] not in TOOLS:
-            os.remove(os.path.join(directory, stale))
+        path = os.path.join(directory, stale)
+        if stale.startswith("missive_") and stale.endswith(".json") and stale[:-5] not in TOOLS and \
+                _is_our_snapshot(path, stale[:-5]):
+            os.remove(path)
     return written
+
+
+def _is_our_snapshot(path: str, name: str) -> bool:
+    """True only for a file this command wrote: a snapshot-shaped JSON object naming the tool of its file name."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            snapshot = json.loads(handle.read(1_000_000))
+    except (OSError, ValueError):
+        return False
+    return isinstance(snapshot, dict) and snapshot.get("name") == name and \
+        set(snapshot) <= set(TOOLS["missive_help"].snapshot()) | {"request"} and \
+        isinstance(snapshot.get("inputSchema"), dict) and isinstance(snapshot.get("annotations"), dict)
 
 
 def client_config(client: str) -> str:

