@@ -2847,8 +2847,8 @@ def _is_our_snapshot(path: str, name: str) -> bool:
         isinstance(snapshot.get("inputSchema"), dict) and isinstance(snapshot.get("annotations"), dict)
 
 
-def client_config(client: str) -> str:
-    """A ready-to-paste configuration for one MCP client, with a placeholder for the token."""
+def client_config(client: str) -> tuple[str, str]:
+    """(where it goes, a ready-to-paste JSON configuration) for one MCP client, with a placeholder for the token."""
     command, module = sys.executable, os.path.abspath(__file__)
     entry = {"command": command, "args": [module], "env": {"MISSIVE_API_TOKEN": "missive_pat-REPLACE-ME"}}
     if client == "claude-desktop":
@@ -2859,7 +2859,8 @@ def client_config(client: str) -> str:
         config = {"mcpServers": {"missive": {"type": "stdio", **entry,
                                              "env": {"MISSIVE_API_TOKEN": "${MISSIVE_API_TOKEN}"}}}}
     elif client == "cursor":
-        where = "~/.cursor/mcp.json (or .cursor/mcp.json in a project)"
+        where = ("~/.cursor/mcp.json (or .cursor/mcp.json in a project); Cursor uses only 40 tools across all "
+                 "servers, so consider adding \"MISSIVE_TOOLS\": \"triage\" to env")
         config = {"mcpServers": {"missive": entry}}
     else:
         where = ".vscode/mcp.json (VS Code asks for the token once and stores it securely)"
@@ -2867,11 +2868,19 @@ def client_config(client: str) -> str:
                               "password": True}],
                   "servers": {"missive": {"type": "stdio", **entry,
                                           "env": {"MISSIVE_API_TOKEN": "${input:missive-token}"}}}}
-    return f"// {where}\n{json.dumps(config, indent=2)}"
+    return where, json.dumps(config, indent=2)
+
+
+CHECK_STATUS = {0: "the token works and every default is one of yours", 2: "bad configuration", 3: "no token",
+                4: "token rejected or no API access", 5: "other API error", 6: "network failure",
+                7: "a MISSIVE_DEFAULT_* id is not among the ones the token sees"}
+CHECKED_DEFAULTS = (("ORGANIZATION", "/organizations", "organizations", "Organizations"),
+                    ("TEAM", "/teams", "teams", "Teams"),
+                    ("CONTACT_BOOK", "/contact_books", "contact_books", "Contact books"))
 
 
 def run_check(config: Config, out=sys.stdout) -> int:
-    """--check: verify the token with one light request, then print the ids a user needs. Returns the exit status."""
+    """--check: verify the token with one light request, print the ids a user needs, check the defaults set."""
     if config.token is None:
         print(NO_TOKEN, file=out)
         return 3
@@ -2883,11 +2892,10 @@ def run_check(config: Config, out=sys.stdout) -> int:
 
     async def gather():
         users = await fetch("/users")  # the light request that proves the token works
-        rest = await asyncio.gather(*(fetch(p) for p in ("/organizations", "/teams", "/contact_books")))
-        return [users, *rest]
+        return users, await asyncio.gather(*(fetch(path) for _key, path, _list, _title in CHECKED_DEFAULTS))
 
     try:
-        users, orgs, teams, books = asyncio.run(gather())
+        users, lists = asyncio.run(gather())
     except ApiError as exc:
         reason = {401: "the token was rejected (mistyped, revoked, or the plan has no API access)",
                   403: "the token's user may not use the API (check the organization's plan)"}
@@ -2898,44 +2906,100 @@ def run_check(config: Config, out=sys.stdout) -> int:
         return 6
     finally:
         client.close()
-    me = next((u for u in users.get("users", []) if isinstance(u, dict) and u.get("me")), {})
-    print(f"Token OK for {me.get('name', 'unknown user')} <{me.get('email', '?')}> via {config.api_url}", file=out)
+    people = [user for user in users.get("users") or [] if isinstance(user, dict)]
+    me = next((user for user in people if user.get("me")), {})
+    print(f"Token OK for {_shown(me.get('name') or 'unknown user')} <{_shown(me.get('email') or '?')}> via "
+          f"{config.api_url}", file=out)
     print(f"Mode: {config.mode()}", file=out)
-    sections = (("Organizations", orgs.get("organizations"), "ORGANIZATION"), ("Teams", teams.get("teams"), "TEAM"),
-                ("Contact books", books.get("contact_books"), "CONTACT_BOOK"), ("Users", users.get("users"), None))
-    suggestions = []
-    for title, items, key in sections:
-        items = [item for item in items or [] if isinstance(item, dict)]
-        print(f"\n{title} ({len(items)}):", file=out)
-        for item in items:
-            mark = "  (you)" if item.get("me") else ""
-            print(f"  {item.get('id')}  {item.get('name') or item.get('email') or ''}{mark}", file=out)
-        if key and config.defaults.get(key):
-            suggestions.append(f"MISSIVE_DEFAULT_{key}={config.defaults[key]}  # already set")
-        elif key and items:
-            choice = f" (or another of the {len(items)} above)" if len(items) > 1 else ""
-            suggestions.append(f"MISSIVE_DEFAULT_{key}={items[0].get('id')}  # {items[0].get('name')}{choice}")
-    print("\nSuggested lines for the MCP client's env block:\n  " + "\n  ".join(suggestions), file=out)
-    return 0
+    suggested, wrong = {}, []
+    for (key, _path, name, title), data in zip(CHECKED_DEFAULTS, lists):
+        items = [item for item in data.get(name) or [] if isinstance(item, dict)]
+        _print_ids(title, items, out)
+        ids = [item["id"] for item in items if isinstance(item.get("id"), str) and _ID_RE.fullmatch(item["id"])]
+        current = config.defaults.get(key)
+        if current is not None and current not in ids:
+            wrong.append(_closest(key, current, title.lower(), items))
+        elif ids:
+            suggested["MISSIVE_DEFAULT_" + key] = current or ids[0]
+    _print_ids("Users", people, out)
+    for line in wrong:
+        print(f"\n{line}", file=out)
+    print('\nFor the "env" block of your MCP client\'s configuration, next to MISSIVE_API_TOKEN (in '
+          "claude_desktop_config.json, ~/.cursor/mcp.json, .vscode/mcp.json or .mcp.json; "
+          "`missive-mcp --print-config CLIENT` prints a whole file):", file=out)
+    print(json.dumps(suggested, indent=2), file=out)
+    if len(suggested) > 0:
+        print("Each default is the first one listed above; replace it with the id you want.", file=out)
+    return 7 if wrong else 0
+
+
+def _print_ids(title: str, items: list, out) -> None:
+    print(f"\n{title} ({len(items)}):", file=out)
+    for item in items:
+        mark = "  (you)" if item.get("me") else ""
+        print(f"  {_shown(item.get('id'))}  {_shown(item.get('name') or item.get('email') or '')}{mark}", file=out)
+
+
+def _closest(key: str, value: str, kind: str, items: list) -> str:
+    """The line flagging a default that is not among the listed ids, with the closest valid choices."""
+    by_text = {}
+    for item in items:
+        if isinstance(item.get("id"), str) and _ID_RE.fullmatch(item["id"]):
+            by_text.setdefault(item["id"].lower(), item)
+            by_text.setdefault(str(item.get("name") or "").lower(), item)
+    close = difflib.get_close_matches(value.lower(), by_text, n=3, cutoff=0.3)
+    picks = list({id(by_text[text]): by_text[text] for text in close}.values()) or items[:3]
+    choices = "; ".join(f"{_shown(item.get('id'))} ({_shown(item.get('name') or '')})" for item in picks)
+    return (f"MISSIVE_DEFAULT_{key}={_shown(value)} is not one of the {len(items)} {kind} listed above"
+            + (f"; closest: {choices}" if choices else "") + ".")
+
+
+def _shown(value, limit: int = 80) -> str:
+    """Text from Missive made safe for a terminal: control, format and line-breaking characters escaped, capped."""
+    text = str(value)[:limit * 4]
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _ask_token(config: Config, stdin=None) -> Config:
+    """--check without MISSIVE_API_TOKEN at a terminal: ask for it without echo, in any shell (bash, zsh, fish)."""
+    stdin = stdin or sys.stdin
+    if config.token is not None or not stdin.isatty():
+        return config
+    import getpass
+
+    try:
+        entered = getpass.getpass("Missive API token (input hidden): ").strip()
+    except (EOFError, KeyboardInterrupt):
+        return config
+    token = _env_token("MISSIVE_API_TOKEN", entered or None)  # ConfigError when a header cannot carry it
+    return dataclasses.replace(config, token=token)
+
+
+ENV_HELP = "\n".join(f"  {name:<29} {what}" + (f" Default: {default}." if default else "")
+                     for name, (default, what) in ENV_VARS.items())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: serve MCP on stdio, or run one of the reviewer/setup modes."""
     parser = argparse.ArgumentParser(
-        prog="missive-mcp", description="MCP server for Missive (stdio). Without options it serves MCP on "
-        "stdin/stdout; configure it with the MISSIVE_* environment variables (see missive_help topic "
-        "'authentication' or the README).",
-        epilog="--check exit status: 0 token works, 2 bad configuration, 3 no token, 4 token rejected or no API "
-               "access, 5 other API error, 6 network failure.")
+        prog="missive-mcp", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="MCP server for Missive. Without options it serves MCP on stdin/stdout: an MCP client starts "
+        "it (see --print-config). Installed with pip it is also the `missive-mcp` command; a copied file runs as "
+        "`python missive_mcp.py`.",
+        epilog="environment variables (set them in the MCP client's env block):\n" + ENV_HELP +
+               "\n\n--check exit status: " + ", ".join(f"{code} {what}" for code, what in CHECK_STATUS.items()) +
+               "\nDocumentation: README.md, or the missive_help tool inside a client.")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--version", action="version", version=f"missive-mcp {__version__}")
-    modes.add_argument("--check", action="store_true", help="verify the token and print your ids, then exit")
+    modes.add_argument("--check", action="store_true",
+                       help="verify the token (asked for when unset), print your ids and check the defaults")
     modes.add_argument("--list-tools", action="store_true", help="print the tool inventory and what is enabled")
     modes.add_argument("--write-schemas", nargs="?", metavar="DIR",
                        const=os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas"),
                        help="write one JSON snapshot per tool (default: schemas/ next to this file)")
     modes.add_argument("--print-config", choices=CLIENTS, metavar="CLIENT",
-                       help=f"print a configuration for an MCP client: {', '.join(CLIENTS)}")
+                       help=f"print a JSON configuration for an MCP client: {', '.join(CLIENTS)}")
     options = parser.parse_args(argv)
     try:
         return _run(options)
@@ -2950,10 +3014,14 @@ def _run(options: argparse.Namespace) -> int:
         print(f"wrote {len(written)} schemas to {options.write_schemas}", file=sys.stderr)
         return 0
     if options.print_config:
-        print(client_config(options.print_config))
+        where, text = client_config(options.print_config)
+        print(f"Put this in {where}; then set your token in it.", file=sys.stderr)  # stdout stays valid JSON
+        print(text)
         return 0
     try:
         config = Config.from_env()
+        if options.check:
+            config = _ask_token(config)
     except ConfigError as exc:
         print(f"missive-mcp: {exc}", file=sys.stderr)
         if options.check or options.list_tools:
@@ -2969,6 +3037,10 @@ def _run(options: argparse.Namespace) -> int:
     if options.list_tools:
         print(f"Mode: {config.mode()}\n{tool_inventory(config)}")
         return 0
+    if sys.stdin.isatty():
+        print("missive-mcp speaks MCP on stdin/stdout and is meant to be started by an MCP client: "
+              "`missive-mcp --print-config claude-desktop` prints a configuration, `missive-mcp --check` tests "
+              "your token. Press Ctrl-D to quit.", file=sys.stderr)
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:

@@ -79,9 +79,8 @@ def _server_entry(client, config):
 def test_print_config(client):
     result = cli("--print-config", client, MISSIVE_API_TOKEN=TOKEN)
     assert result.returncode == 0, result.stderr
-    first, _, rest = result.stdout.partition("\n")
-    assert first.startswith("//"), first
-    config = json.loads(rest)
+    config = json.loads(result.stdout)  # stdout is the file itself: `--print-config X > file` works
+    assert "Put this in" in result.stderr
     entry = _server_entry(client, config)
     assert os.path.isabs(entry["command"]) and entry["command"] == sys.executable
     assert entry["args"] == [MODULE]
@@ -301,11 +300,22 @@ def mock_account(api):
     api.add("GET", API + "/contact_books", json={"contact_books": [{"id": "book-1", "name": "Customers"}]})
 
 
+def check_report(config, api=None) -> tuple[int, str]:
+    out = io.StringIO()
+    status = m.run_check(config, out=out)
+    return status, out.getvalue()
+
+
+def env_block(report: str) -> dict:
+    """The JSON "env" block --check prints last, ready to paste."""
+    start = report.index("\n{", report.index('For the "env" block'))
+    return json.loads(report[start:report.index("\n}", start) + 2])
+
+
 def test_check_success(api):
     mock_account(api)
-    out = io.StringIO()
-    assert m.run_check(make_config(), out=out) == 0
-    report = out.getvalue()
+    status, report = check_report(make_config())
+    assert status == 0
     for ident in ("org-1", "team-1", "team-2", "book-1", "user-me", "user-2"):
         assert ident in report
     for name in ("Northwind", "Returns", "Customers", "Ann Admin", "Bob"):
@@ -313,46 +323,78 @@ def test_check_success(api):
     me = next(line for line in report.splitlines() if "user-me" in line and "Ann Admin" in line)
     other = next(line for line in report.splitlines() if "user-2" in line)
     assert "(you)" in me and "(you)" not in other
-    suggested = dict(line.split("#")[0].strip().split("=", 1) for line in report.splitlines()
-                     if line.strip().startswith("MISSIVE_DEFAULT_"))
-    assert suggested.get("MISSIVE_DEFAULT_ORGANIZATION") == "org-1"
-    assert suggested.get("MISSIVE_DEFAULT_CONTACT_BOOK") == "book-1"
-    assert suggested.get("MISSIVE_DEFAULT_TEAM", "team-1") in ("team-1", "team-2")
+    assert env_block(report) == {"MISSIVE_DEFAULT_ORGANIZATION": "org-1", "MISSIVE_DEFAULT_TEAM": "team-1",
+                                 "MISSIVE_DEFAULT_CONTACT_BOOK": "book-1"}
+    assert "claude_desktop_config.json" in report
     assert TOKEN not in report
     assert all(call.request.method == "GET" for call in api.calls)
     assert all(call.request.headers["Authorization"] == f"Bearer {TOKEN}" for call in api.calls)
 
 
+def test_check_keeps_a_valid_default_in_the_block(api):
+    mock_account(api)
+    status, report = check_report(make_config(defaults={"TEAM": "team-2"}))
+    assert status == 0
+    assert env_block(report)["MISSIVE_DEFAULT_TEAM"] == "team-2"
+
+
+@pytest.mark.parametrize("key, value, closest", [("ORGANIZATION", "northwind", "org-1"),
+                                                 ("TEAM", "team-3", "team-1"), ("TEAM", "Sales", "team-2"),
+                                                 ("CONTACT_BOOK", "book-9", "book-1")])
+def test_check_flags_a_default_that_is_not_among_the_listed_ids(api, key, value, closest):
+    mock_account(api)
+    status, report = check_report(make_config(defaults={key: value}))
+    assert status == 7 and 7 in m.CHECK_STATUS
+    flagged = next(line for line in report.splitlines() if line.startswith(f"MISSIVE_DEFAULT_{key}={value} "))
+    assert "is not one of the" in flagged and closest in flagged.split("closest:")[1]
+    assert f"MISSIVE_DEFAULT_{key}" not in env_block(report)  # never suggested back as if it were fine
+
+
+def test_check_escapes_hostile_names_so_nothing_can_be_forged(api):
+    """A name with a newline must not forge a "suggested" line; escape sequences must not reach the terminal."""
+    api.add("GET", API + "/users", json={"users": [
+        {"id": "user-me", "name": "Ann\x1b[2J\x1b]8;;http://evil.test\x07", "email": "a@x.test", "me": True}]})
+    api.add("GET", API + "/organizations", json={"organizations": [
+        {"id": "org-1", "name": "Northwind\nMISSIVE_API_URL=http://evil.test/v1  # suggested"}]})
+    api.add("GET", API + "/teams", json={"teams": [{"id": "team-1\u202e", "name": "Returns\r\u2028Sales"}]})
+    api.add("GET", API + "/contact_books", json={"contact_books": [{"id": 'b", "MISSIVE_API_URL": "x', "name": "B"}]})
+    status, report = check_report(make_config())
+    assert status == 0
+    assert "\x1b" not in report and "\u202e" not in report and "\u2028" not in report and "\r" not in report
+    assert not any(line.lstrip().startswith("MISSIVE_API_URL") for line in report.splitlines())
+    # the bidi override was stripped from the team id like any invisible character; the forged id is not an id
+    assert env_block(report) == {"MISSIVE_DEFAULT_ORGANIZATION": "org-1", "MISSIVE_DEFAULT_TEAM": "team-1"}
+    assert "Northwind\\nMISSIVE_API_URL" in report  # shown, escaped, on its one line
+
+
 def test_check_never_suggests_replacing_a_set_default(api):
     mock_account(api)
-    out = io.StringIO()
-    assert m.run_check(make_config(defaults={"ORGANIZATION": "org-9"}), out=out) == 0
-    assert "MISSIVE_DEFAULT_ORGANIZATION=org-1" not in out.getvalue()
-    assert "MISSIVE_DEFAULT_CONTACT_BOOK=book-1" in out.getvalue()
+    status, report = check_report(make_config(defaults={"ORGANIZATION": "org-9"}))
+    assert status == 7
+    assert env_block(report).get("MISSIVE_DEFAULT_ORGANIZATION") is None
+    assert env_block(report)["MISSIVE_DEFAULT_CONTACT_BOOK"] == "book-1"
 
 
 def test_check_rejected_token(api):
     api.add("GET", API + "/users", status=401, json={"error": f"Invalid token {TOKEN}"})
-    out = io.StringIO()
-    assert m.run_check(make_config(), out=out) == 4  # documented in --help: 4 token rejected
-    report = out.getvalue()
+    status, report = check_report(make_config())
+    assert status == 4  # documented in --help: 4 token rejected
     assert "rejected" in report.lower()
     assert TOKEN not in report
     assert len(api.calls) == 1
 
 
 def test_check_without_token(api):
-    out = io.StringIO()
-    assert m.run_check(make_config(token=None), out=out) == 3
-    assert "MISSIVE_API_TOKEN" in out.getvalue()
+    status, report = check_report(make_config(token=None))
+    assert status == 3
+    assert "MISSIVE_API_TOKEN" in report
     assert len(api.calls) == 0
 
 
 def test_check_network_error(api):
     api.add("GET", API + "/users", body=requests.exceptions.ConnectionError("Connection refused"))
-    out = io.StringIO()
-    assert m.run_check(make_config(deadline=0.1), out=out) == 6
-    report = out.getvalue()
+    status, report = check_report(make_config(deadline=10.0), api)
+    assert status == 6
     assert "failed" in report.lower()
     assert TOKEN not in report and "Traceback" not in report
 
@@ -360,7 +402,54 @@ def test_check_network_error(api):
 @pytest.mark.parametrize("status, code", [(403, 4), (404, 5), (500, 5)])
 def test_check_api_errors(api, status, code):
     api.add("GET", API + "/users", status=status, json={"error": "API access requires the Productive plan"})
-    out = io.StringIO()
-    assert m.run_check(make_config(deadline=0.1), out=out) == code
-    assert "failed" in out.getvalue().lower()
-    assert TOKEN not in out.getvalue()
+    result, report = check_report(make_config(deadline=10.0))
+    assert result == code
+    assert "failed" in report.lower()
+    assert TOKEN not in report
+
+
+def test_check_404_points_at_the_base_url(api):
+    api.add("GET", API + "/users", status=404, body="")
+    status, report = check_report(make_config())
+    assert status == 5
+    assert "MISSIVE_API_URL" in report and "/v1" in report
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_check_asks_for_the_token_at_a_terminal_without_echo():
+    """No shell-specific prompt (zsh has no `read -s`): --check asks itself when the token is unset."""
+    import select
+
+    from fake_missive import FakeMissive
+
+    with FakeMissive() as fake:
+        master, slave = os.openpty()
+        environ = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
+        environ["MISSIVE_API_URL"] = fake.url
+        process = subprocess.Popen([sys.executable, MODULE, "--check"], stdin=slave, stdout=slave, stderr=slave,
+                                   env=environ, start_new_session=True)
+        os.close(slave)
+        seen, typed = b"", False
+        try:
+            while process.poll() is None or select.select([master], [], [], 0)[0]:
+                ready, _, _ = select.select([master], [], [], 20)
+                if not ready:
+                    break
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                if not typed and b"Missive API token (input hidden): " in seen:
+                    os.write(master, fake.token.encode() + b"\n")
+                    typed = True
+        finally:
+            os.close(master)
+            process.wait(timeout=20)
+    text = seen.decode("utf-8", "replace")
+    assert typed, text
+    assert process.returncode == 0, text
+    assert "Token OK for Priya Natarajan" in text
+    assert fake.token not in text  # typed without echo
