@@ -28,13 +28,53 @@ an object with ``id`` and ``conversation``); ``X-RateLimit-*`` headers are sent 
 
 Stored objects may carry private keys starting with ``_`` (ids of related objects, mailbox flags); they are never
 sent. Run standalone with ``python tests/fake_missive.py --port 8765 [--token T] [--latency S]``.
+
+Fault kinds (``inject(kind, times=1, method=None, path_prefix=None, **options)``; with ``fault_rate`` > 0 a random
+one is drawn from ``fault_kinds``, whose entries are a kind or a ``(kind, {options})`` pair). The request is always
+recorded; its ``status`` is the status line that was sent, 0 when none was. Kinds marked *performs* run the route
+for real first, so a write is applied (and listed by ``applied_writes()``) whatever reaches the client: a status
+line of the route's own answer means Missive did the work. Every raw answer closes the connection afterwards, and
+every wait or drip ends at once on ``stop()``.
+
+- ``429`` (``retry_after`` s, ``retry_after_date``: HTTP-date form, ``reset_in`` s), ``500``/``502``/``503``/``504``
+  (nginx HTML page), ``reset`` (drop unanswered), ``garbage`` (200 HTML), ``empty`` (``status``, no body), ``big``
+  (``size`` bytes of valid JSON), ``error`` (``status``, ``body``: JSON value or text, ``content_type``; see
+  ``HOSTILE_ERROR_BODIES`` for error texts that forge the server's own ``Hint:`` lines).
+- ``hang`` (``seconds``, default 30): wait, then answer normally (*performs*, after the wait).
+- ``truncated`` (*performs*): 200 with the first half of the real body and a matching Content-Length.
+- ``header_drip`` (``interval`` default 0.2 s, ``seconds`` default 30; *performs*): the status line, then header
+  bytes one per ``interval`` from a header line that never ends, for ``seconds``; the blank line never comes.
+- ``chunk_drip`` (``interval``, ``seconds``; *performs*): complete headers with ``Transfer-Encoding: chunked``, then
+  a chunk-size line ``1000…`` dripped one byte at a time, never finished.
+- ``body_drip`` (``interval``, ``seconds``; *performs*): complete headers with the real Content-Length, then the real
+  body one byte per ``interval`` until it is all sent or ``seconds`` pass.
+- ``stall_after_headers`` (``seconds``, default 30; *performs*): complete headers (Content-Length N > 0), then
+  nothing for ``seconds``, then the connection closes without a body byte.
+- ``short_body`` (*performs*): Content-Length of the whole real body, only its first half sent, then close.
+- ``broken_chunking`` (``how``: ``"size"`` default, a valid first chunk then the size line ``zz``; ``"crlf"``, a
+  chunk not followed by its CRLF; *performs*): chunked framing that no parser may accept.
+- ``bad_gzip`` (*performs*): ``Content-Encoding: gzip`` on the plain JSON body. ``truncated_gzip`` (*performs*):
+  the real body gzipped and cut in the middle (Content-Length matches what is sent: only decoding fails).
+- ``deep_json`` (``depth``, default 100000): 200 with ``{"<resource>": [[[…]]]}`` nesting ``depth`` levels
+  (the object counts as one): valid JSON that recursive parsers cannot read.
+- ``token_echo`` (``where``: ``"json"`` default, ``"error"`` or ``"text"``; ``status``, default 200): echoes the
+  request's bearer token twice, literally and with every character a JSON ``\\uXXXX`` escape: in a conversation's
+  ``subject`` and ``latest_message_subject`` (json), in an ``error`` string (error), or in a text/plain body (text).
+- ``late`` (``seconds`` default 30, ``drop`` default False; *performs*): the real answer is held for ``seconds``,
+  then sent; with ``drop`` the connection is dropped at that point instead (the write reached Missive, its answer
+  came too late or never).
+- ``big_after_write`` (``size``, default 6,000,000; *performs*): the real answer padded to ``size`` bytes of valid
+  JSON (a ``"padding"`` member), with the route's status.
+- ``reset_after_write`` (*performs*): the connection drops without an answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import http
+import itertools
 import json
 import math
 import random
@@ -47,6 +87,8 @@ import traceback
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from functools import partialmethod
+from typing import Callable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -70,7 +112,22 @@ FAULT_OPTIONS = {
     "empty": {"status"},
     "big": {"size"},
     "error": {"status", "body", "content_type"},
+    "header_drip": {"interval", "seconds"},
+    "chunk_drip": {"interval", "seconds"},
+    "body_drip": {"interval", "seconds"},
+    "stall_after_headers": {"seconds"},
+    "short_body": set(),
+    "broken_chunking": {"how"},
+    "bad_gzip": set(),
+    "truncated_gzip": set(),
+    "deep_json": {"depth"},
+    "token_echo": {"where", "status"},
+    "late": {"seconds", "drop"},
+    "big_after_write": {"size"},
+    "reset_after_write": set(),
 }
+# Options whose value must be one of a few words (anything else is a ValueError in inject()).
+FAULT_CHOICES = {"how": ("size", "crlf"), "where": ("json", "error", "text")}
 
 BASE_TIME = 1721911800  # last_activity_at of the §8 example conversation
 _NAMESPACE = uuid.UUID("5f0c7a52-3c1e-4d8a-9b6f-0e2d4c6a8b10")
@@ -380,6 +437,15 @@ class _Response:
     headers: dict = field(default_factory=dict)
 
 
+@dataclass
+class _Raw:
+    """An answer written by hand, byte by byte where need be: `write(handler)` sends it, then the connection is
+    closed. `status` is the status line it sends (what the request is recorded with)."""
+
+    status: int
+    write: Callable
+
+
 class ApiError(Exception):
     """An error answer raised from a route: status and ``{"error": message}``."""
 
@@ -401,6 +467,39 @@ def _html_error(status: int) -> _Response:
     page = (f"<html>\r\n<head><title>{phrase}</title></head>\r\n<body>\r\n<center><h1>{phrase}</h1></center>\r\n"
             f"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
     return _Response(status, page.encode(), "text/html")
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode()
+
+
+def _head(h, status: int, headers) -> bytes:
+    """A whole response head (status line, Server, Date, headers, blank line), for answers written by hand."""
+    lines = [f"Server: {h.version_string()}", f"Date: {h.date_time_string()}", *(f"{k}: {v}" for k, v in headers)]
+    return _status_line(status) + "".join(line + "\r\n" for line in lines).encode("latin-1") + b"\r\n"
+
+
+def _framing(resp: _Response, length: int) -> list:
+    """resp's headers with a Content-Length of `length` (which may promise more than will be sent)."""
+    return [*resp.headers.items(), ("Content-Type", resp.content_type or JSON_TYPE), ("Content-Length", str(length))]
+
+
+def _check_fault(kind, opts: dict) -> str:
+    """The kind as a string, after checking it and its options against FAULT_OPTIONS and FAULT_CHOICES."""
+    kind = str(kind)
+    if kind not in FAULT_OPTIONS:
+        raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_OPTIONS)}")
+    unknown = set(opts) - FAULT_OPTIONS[kind]
+    if unknown:
+        raise TypeError(f"fault {kind!r} takes no option(s) {', '.join(sorted(unknown))}")
+    for name, allowed in FAULT_CHOICES.items():
+        if name in opts and opts[name] not in allowed:
+            raise ValueError(f"fault {kind!r}: {name} must be one of {', '.join(allowed)}")
+    return kind
 
 
 def _public(item: dict) -> dict:
@@ -634,7 +733,7 @@ class _Server(ThreadingHTTPServer):
 class FakeMissive:
     """In-process fake of the Missive REST API; see the module docstring."""
 
-    fault_kinds: tuple = ("429", "500", "502", "503", "reset", "garbage")
+    DEFAULT_FAULT_KINDS = ("429", "500", "502", "503", "reset", "garbage")
 
     def __init__(self, *, token="test-token", max_concurrent=5, windows=((300, 60.0), (900, 900.0)),
                  latency=0.0, enforce_limits=True, seed=0, port=0, empty_post_201=False):
@@ -645,12 +744,13 @@ class FakeMissive:
         self.enforce_limits = enforce_limits
         self.empty_post_201 = empty_post_201
         self.fault_rate = 0.0
-        self.fault_kinds = type(self).fault_kinds
+        self.fault_kinds = self.DEFAULT_FAULT_KINDS
         self.verbose = False
         self.port = port
         self.url = None
         self.data = seed_data()
         self.requests = []
+        self._applied = []  # records of POST/PATCH requests whose route changed data
         self.max_in_flight = 0
         self.count_429 = 0
         self._rng = random.Random(seed)
@@ -705,22 +805,44 @@ class FakeMissive:
     # ---- test helpers ----------------------------------------------------------------------------------------
 
     def inject(self, kind, *, times=1, method=None, path_prefix=None, **opts) -> None:
-        """Queue a fault for the next `times` requests matching method and path_prefix (path after /v1)."""
-        kind = str(kind)
-        if kind not in FAULT_OPTIONS:
-            raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_OPTIONS)}")
-        unknown = set(opts) - FAULT_OPTIONS[kind]
-        if unknown:
-            raise TypeError(f"fault {kind!r} takes no option(s) {', '.join(sorted(unknown))}")
+        """Queue a fault for the next `times` requests matching method and path_prefix (path after /v1).
+
+        The kinds and their options are listed in the module docstring."""
+        kind = _check_fault(kind, opts)
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
             self._faults.append(_Fault(kind, times, method.upper() if method else None, path_prefix, opts))
 
+    @property
+    def fault_kinds(self) -> tuple:
+        """What random faults (``fault_rate``) are drawn from: kinds, or ``(kind, {options})`` pairs."""
+        return self._fault_kinds
+
+    @fault_kinds.setter
+    def fault_kinds(self, kinds) -> None:
+        choices = []
+        for entry in kinds:
+            kind, opts = (entry[0], dict(entry[1])) if isinstance(entry, (tuple, list)) else (entry, {})
+            choices.append((_check_fault(kind, opts), opts))
+        if not choices:
+            raise ValueError("fault_kinds needs at least one kind")
+        self._fault_kinds, self._fault_choices = tuple(kinds), choices
+
+    def applied_writes(self, method=None, path=None) -> list:
+        """Records of the POST/PATCH requests whose route changed data, in the order applied, including those a
+        fault answered badly or not at all (their ``status`` is what was sent, 0 when nothing was). A write
+        listed twice with the same body is a duplicate the client caused."""
+        with self._lock:
+            records = list(self._applied)
+        return [r for r in records
+                if (method is None or r.method == method.upper()) and (path is None or path in (r.path, r.route))]
+
     def reset(self) -> None:
         """Clear recorded requests, counters, queued faults and the rate windows (data is kept)."""
         with self._lock:
             self.requests.clear()
+            self._applied.clear()
             self.max_in_flight = self._in_flight
             self.count_429 = 0
             self._faults.clear()
@@ -785,7 +907,11 @@ class FakeMissive:
                 self._in_flight -= 1
                 rec.status = resp.status if resp else 0
         try:
-            if resp:
+            if isinstance(resp, _Raw):
+                h.close_connection = True
+                resp.write(h)
+                h.drop()
+            elif resp:
                 h.send(resp)
             else:
                 h.drop()
@@ -803,7 +929,8 @@ class FakeMissive:
                 self._faults.remove(fault)
             return fault
         if self.fault_rate > 0 and self._rng.random() < self.fault_rate:
-            return _Fault(self._rng.choice(self.fault_kinds))
+            kind, opts = self._rng.choice(self._fault_choices)
+            return _Fault(kind, opts=opts)
         return None
 
     def _windows_for(self, token, now: float) -> list:
@@ -850,37 +977,180 @@ class FakeMissive:
         return None, self._rate_headers(state, now)
 
     def _fault_response(self, rec: Recorded, fault: _Fault, token, body_error):
-        """The answer for a fault; None means drop the connection."""
-        kind, opts = fault.kind, fault.opts
-        if kind == "429":
-            with self._lock:
-                now = time.monotonic()
-                headers = self._rate_headers(self._windows_for(token, now), now)
-            retry = opts.get("retry_after", 1)
-            headers["Retry-After"] = (formatdate(time.time() + retry, usegmt=True) if opts.get("retry_after_date")
-                                      else str(retry))
-            if "reset_in" in opts:
-                headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + opts["reset_in"]))
-            return _json(429, {"error": "Too many requests"}, headers)
-        if kind in ("500", "502", "503", "504"):
-            return _html_error(int(kind))
-        if kind == "reset":
-            return None
-        if kind == "hang":
-            return None if self._pause(opts.get("seconds", 30)) else self._dispatch(rec, body_error)
-        if kind == "garbage":
-            return _Response(200, b"<html>oops</html>")
-        if kind == "truncated":
-            full = self._dispatch(rec, body_error).body or b'{"conversations":[{"id":"x"}]}'
-            return _Response(200, full[:len(full) // 2])
-        if kind == "empty":
-            return _Response(opts.get("status", 201), b"", None)
-        if kind == "big":
-            return _Response(200, self._big_body(opts.get("size", 6_000_000)))
-        body = opts.get("body", {"error": "Injected error"})  # kind == "error"
+        """The answer for a fault: a _Response, a _Raw written by hand, or None (drop the connection)."""
+        return getattr(self, f"_fault_{fault.kind}")(rec, fault.opts, token, body_error)
+
+    # ---- faults: one method per kind, (rec, opts, token, body_error) -> _Response | _Raw | None ----------------
+
+    def _fault_429(self, rec, opts, token, body_error):
+        with self._lock:
+            now = time.monotonic()
+            headers = self._rate_headers(self._windows_for(token, now), now)
+        retry = opts.get("retry_after", 1)
+        headers["Retry-After"] = (formatdate(time.time() + retry, usegmt=True) if opts.get("retry_after_date")
+                                  else str(retry))
+        if "reset_in" in opts:
+            headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + opts["reset_in"]))
+        return _json(429, {"error": "Too many requests"}, headers)
+
+    def _html_fault(self, status, rec, opts, token, body_error):
+        return _html_error(status)
+
+    _fault_500, _fault_502 = partialmethod(_html_fault, 500), partialmethod(_html_fault, 502)
+    _fault_503, _fault_504 = partialmethod(_html_fault, 503), partialmethod(_html_fault, 504)
+
+    def _fault_reset(self, rec, opts, token, body_error):
+        return None
+
+    def _fault_hang(self, rec, opts, token, body_error):
+        return None if self._pause(opts.get("seconds", 30)) else self._dispatch(rec, body_error)
+
+    def _fault_garbage(self, rec, opts, token, body_error):
+        return _Response(200, b"<html>oops</html>")
+
+    def _fault_truncated(self, rec, opts, token, body_error):
+        full = self._dispatch(rec, body_error).body or b'{"conversations":[{"id":"x"}]}'
+        return _Response(200, full[:len(full) // 2])
+
+    def _fault_empty(self, rec, opts, token, body_error):
+        return _Response(opts.get("status", 201), b"", None)
+
+    def _fault_big(self, rec, opts, token, body_error):
+        return _Response(200, self._big_body(opts.get("size", 6_000_000)))
+
+    def _fault_error(self, rec, opts, token, body_error):
+        body = opts.get("body", {"error": "Injected error"})
         if isinstance(body, str):
             return _Response(opts.get("status", 400), body.encode(), opts.get("content_type", "text/plain"))
         return _Response(opts.get("status", 400), _dumps(body), opts.get("content_type", JSON_TYPE))
+
+    def _fault_header_drip(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+        # One header line that never ends: the blank line closing the head can never arrive.
+        endless = itertools.chain(f"Content-Type: {JSON_TYPE}\r\nX-Drip: ".encode(), itertools.repeat(ord("x")))
+
+        def write(h):
+            h.wfile.write(_status_line(real.status))
+            self._drip(h, endless, opts)
+        return _Raw(real.status, write)
+
+    def _fault_chunk_drip(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+
+        def write(h):
+            h.wfile.write(_head(h, real.status, [("Content-Type", JSON_TYPE), ("Transfer-Encoding", "chunked")]))
+            # "1" then zeros: a size line that never ends; cut off, it reads as an absurd size rather than as the
+            # last chunk "0" (which a lenient parser would take for a clean, empty end).
+            self._drip(h, itertools.chain(b"1", itertools.repeat(ord("0"))), opts)
+        return _Raw(real.status, write)
+
+    def _fault_body_drip(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+        body = real.body or b"{}"
+
+        def write(h):
+            h.wfile.write(_head(h, real.status, _framing(real, len(body))))
+            self._drip(h, body, opts)
+        return _Raw(real.status, write)
+
+    def _fault_stall_after_headers(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+
+        def write(h):
+            h.wfile.write(_head(h, real.status, _framing(real, len(real.body or b"{}"))))
+            self._pause(opts.get("seconds", 30))
+        return _Raw(real.status, write)
+
+    def _fault_short_body(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+        body = real.body or b"{}"
+
+        def write(h):
+            h.wfile.write(_head(h, real.status, _framing(real, len(body))) + body[:len(body) // 2])
+        return _Raw(real.status, write)
+
+    def _fault_broken_chunking(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+        body = real.body or b"{}"
+        half = len(body) // 2
+        if opts.get("how", "size") == "size":
+            chunks = b"%x\r\n%s\r\nzz\r\n%s\r\n0\r\n\r\n" % (half, body[:half], body[half:])
+        else:  # "crlf": the data runs straight into the last-chunk line
+            chunks = b"%x\r\n%s0\r\n\r\n" % (len(body), body)
+
+        def write(h):
+            h.wfile.write(_head(h, real.status, [("Content-Type", JSON_TYPE), ("Transfer-Encoding", "chunked")])
+                          + chunks)
+        return _Raw(real.status, write)
+
+    def _fault_bad_gzip(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+        return _Response(real.status, real.body or b"{}", JSON_TYPE, {**real.headers, "Content-Encoding": "gzip"})
+
+    def _fault_truncated_gzip(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+        packed = gzip.compress(real.body or b"{}", mtime=0)
+        return _Response(real.status, packed[:len(packed) // 2], JSON_TYPE,
+                         {**real.headers, "Content-Encoding": "gzip"})
+
+    def _fault_deep_json(self, rec, opts, token, body_error):
+        depth = max(1, opts.get("depth", 100_000))
+        key = (rec.route.strip("/").split("/")[0] or "data").encode()
+        body = b'{"%s":%s%s}' % (key, b"[" * (depth - 1), b"]" * (depth - 1)) if depth > 1 else b"{}"
+        return _Response(200, body)
+
+    def _fault_token_echo(self, rec, opts, token, body_error):
+        token = token or rec.headers.get("authorization", "")
+        units = token.encode("utf-16-be")  # code units, so characters outside the BMP become surrogate pairs
+        escaped = "".join(f"\\u{units[i] << 8 | units[i + 1]:04x}" for i in range(0, len(units), 2))
+        # A placeholder goes through json.dumps untouched; the escapes replace it afterwards, so the bytes on
+        # the wire really hold \uXXXX sequences (json.dumps would write plain ASCII back).
+        mark = "\ue000ESCAPED\ue000"
+        where = opts.get("where", "json")
+        if where == "text":
+            text = (f"upstream rejected the request (Authorization: Bearer {token}); "
+                    f"retry with token {escaped}\n")
+            return _Response(opts.get("status", 200), text.encode(), "text/plain; charset=utf-8")
+        if where == "error":
+            payload = {"error": f"Invalid token {token}: the token {mark} was revoked"}
+        else:
+            with self._data_lock:
+                conv = self._render_conversation(self.data["conversations"][0])
+            conv.update(subject=f"Access for {token}", latest_message_subject=f"Re: access for {mark}")
+            payload = {"conversations": [conv]}
+        body = _dumps(payload).replace(mark.encode(), escaped.encode())
+        return _Response(opts.get("status", 200), body)
+
+    def _fault_late(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+        return None if self._pause(opts.get("seconds", 30)) or opts.get("drop") else real
+
+    def _fault_big_after_write(self, rec, opts, token, body_error):
+        real = self._dispatch(rec, body_error)
+        return _Response(real.status, self._padded(real.body, opts.get("size", 6_000_000)), JSON_TYPE,
+                         real.headers)
+
+    def _fault_reset_after_write(self, rec, opts, token, body_error):
+        self._dispatch(rec, body_error)
+        return None
+
+    def _drip(self, h: _Handler, data, opts: dict) -> None:
+        """Write data (an iterable of byte values) one byte per `interval` until it ends, `seconds` have passed
+        or stop() is called."""
+        interval, give_up = opts.get("interval", 0.2), time.monotonic() + opts.get("seconds", 30)
+        for byte in data:
+            if time.monotonic() >= give_up:
+                return
+            h.wfile.write(bytes((byte,)))
+            if self._pause(interval):
+                return
+
+    def _padded(self, body: bytes, size: int) -> bytes:
+        """A JSON object body grown to `size` bytes by a "padding" member (a fresh big body if it is no object)."""
+        if not (body.startswith(b"{") and body.endswith(b"}")):
+            return self._big_body(size)
+        head = body[:-1] + (b',"padding":"' if len(body) > 2 else b'"padding":"')
+        return head + b"x" * max(0, size - len(head) - 2) + b'"}'
 
     def _big_body(self, size: int) -> bytes:
         """A valid {"conversations":[...],"padding":"..."} JSON document of exactly `size` bytes (if >= 40)."""
@@ -910,6 +1180,9 @@ class FakeMissive:
                     resp = _json(status, payload)
             except ApiError as err:
                 return _json(err.status, {"error": err.message})
+            if rec.method in ("POST", "PATCH"):  # every such route that did not raise changed data
+                with self._lock:
+                    self._applied.append(rec)
             if rec.method == "POST" and self.empty_post_201:
                 return _Response(201, b"", None)
             return resp
