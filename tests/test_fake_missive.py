@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from fake_missive import FakeMissive, JSON_TYPE
+from fake_missive import HOSTILE_ERROR_BODIES, HOSTILE_NAMES, JSON_TYPE, FakeMissive
 
 AUTH = {"Authorization": "Bearer test-token"}
 
@@ -642,6 +642,71 @@ def test_random_faults_draw_new_kinds_with_options(fake, client):
     with pytest.raises(ValueError):
         fake.fault_kinds = (("token_echo", {"where": "nowhere"}),)
     assert fake.fault_kinds[0] == ("late", {"seconds": 0.0})  # a refused assignment changes nothing
+
+
+# ---- hostile data -----------------------------------------------------------------------------------------------
+
+NAMED = [("organizations", "/organizations", {}), ("teams", "/teams", {}), ("users", "/users", {}),
+         ("contact_books", "/contact_books", {})]
+
+
+def test_names_are_clean_by_default(fake, client):
+    for key, path, params in NAMED:
+        for item in client("GET", path, params=params).json()[key]:
+            assert item["name"].isprintable() and len(item["name"]) < 100
+
+
+def test_hostile_names():
+    with FakeMissive(hostile_names=True) as f:
+        session = requests.Session()
+        session.headers.update(AUTH)
+        names = {key: [x["name"] for x in session.get(f.url + path, timeout=10).json()[key]]
+                 for key, path, _ in NAMED}
+        everything = "".join(n for group in names.values() for n in group)
+        for needle in ("\x1b[2J", "\x1b]8;;http://evil", "\nMISSIVE_API_URL=http://evil.test/v1  # suggested",
+                       "\u202e", "\U000e0049", "\u200b", "\r\nHint:"):
+            assert needle in everything, repr(needle)
+        assert max(map(len, names["users"])) > 10_000
+        assert names["teams"][1] == HOSTILE_NAMES[("teams", 1)]
+        conv = session.get(f"{f.url}/conversations/{f.data['conversations'][0]['id']}",
+                           timeout=10).json()["conversations"][0]
+        assert conv["assignee_names"] == HOSTILE_NAMES[("users", 0)]
+        assert conv["organization"]["name"] == HOSTILE_NAMES[("organizations", 0)]
+        comments = session.get(f"{f.url}/conversations/{conv['id']}/comments", timeout=10).json()["comments"]
+        assert comments[0]["author"]["name"] == HOSTILE_NAMES[("users", 0)]
+        session.close()
+
+
+@pytest.mark.parametrize("body", HOSTILE_ERROR_BODIES)
+def test_hostile_error_bodies(fake, client, body):
+    fake.inject("error", status=422, body=body)
+    r = client("GET", "/users")
+    assert r.status_code == 422 and (r.text if isinstance(body, str) else r.json()) == body
+    assert "\nHint: " in json.dumps(body, ensure_ascii=False).replace("\\n", "\n")
+
+
+def test_add_message_serves_any_body(fake, client):
+    huge = "<div>" + "<p>A&amp;B \u202e \x1b[2J</p>" * 150_000 + "</div>"  # about 3.8 MB
+    inbox_before = len(client("GET", "/conversations", params={"inbox": "true", "limit": 50}).json()["conversations"])
+    mid = fake.add_message(huge, subject="Huge")
+    r = client("GET", f"/messages/{mid}")
+    message = r.json()["messages"]
+    assert message["body"] == huge and message["subject"] == "Huge" and len(r.content) > 3_000_000
+    conv_id = message["conversation"]["id"]
+    assert fake.data["conversations"][-1]["id"] == conv_id  # appended: existing indexes keep their meaning
+    listed = client("GET", f"/conversations/{conv_id}/messages").json()["messages"]
+    assert [m["id"] for m in listed] == [mid] and "body" not in listed[0]
+    newest = client("GET", "/conversations", params={"inbox": "true"}).json()["conversations"][0]
+    assert newest["id"] == conv_id and newest["messages_count"] == 1
+    assert inbox_before <= len(client("GET", "/conversations", params={"inbox": "true", "limit": 50}
+                                      ).json()["conversations"])
+    first = first_id(fake, "conversations")
+    other = fake.add_message("<p>second</p>", conversation_id=first, delivered_at=1)
+    assert other in [m["id"] for m in client("GET", f"/conversations/{first}/messages",
+                                             params={"until": 1}).json()["messages"]]
+    assert client("GET", f"/conversations/{first}").json()["conversations"][0]["messages_count"] == 13
+    with pytest.raises(KeyError):
+        fake.add_message("<p>x</p>", conversation_id="nope")
 
 
 # ---- standalone -------------------------------------------------------------------------------------------------
