@@ -78,6 +78,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
+import html
 import http
 import itertools
 import json
@@ -94,8 +95,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from functools import partialmethod
 from typing import Callable
+from datetime import datetime, timezone
 from email.utils import formatdate
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 API_PREFIX = "/v1"
@@ -231,6 +235,272 @@ def _sub_times(ts: int, n: int, step: int) -> list:
     return times
 
 
+# ---- the 12-message thread: realistic mail for whole-conversation reads ----------------------------------------
+
+THREAD_DIR = Path(__file__).resolve().parent / "fixtures" / "thread"
+HISTORY = "{{history}}"  # where a fixture quotes the previous message's HTML (its <body> content), as clients do
+THREAD = 60  # data["conversations"][THREAD] is the thread; always-on, appended after the generated 60
+THREAD_ID = make_id("conversations", THREAD)
+THREAD_SUBJECT = "Damaged tent poles in wholesale order #7702"
+THREAD_PEOPLE = {  # key: name, address, index in data["users"] (None: outside the organization)
+    "mei": ("Mei Lin", "mei.lin@alpinesupply.example", None),
+    "julien": ("Julien Moreau", "julien.moreau@alpinesupply.example", None),
+    "priya": ("Priya Natarajan", "priya@northwind.test", 0),
+    "marcus": ("Marcus Bell", "marcus@northwind.test", 1),
+    "aiko": ("Aiko Tanaka", "aiko@northwind.test", 2),
+    "returns": ("Returns", "returns@northwind.test", None),
+}
+# Oldest first: fixture file, from, to, cc, delivered (UTC), subject prefix, Message-ID, attachments (name, bytes).
+THREAD_MESSAGES = [
+    ("01-mei-outlook.html", "mei", ["returns"], ["julien"], "2024-07-22 09:14:05", "",
+     "<AM9PR03MB7216A1B2C3D4E5F60718293A4B5C6D7E@AM9PR03MB7216.eurprd03.prod.outlook.com>",
+     [("IMG_4471.jpg", 2348112), ("IMG_4472.jpg", 2101554), ("packing_slip_7702.pdf", 88410)]),
+    ("02-priya-gmail.html", "priya", ["mei"], ["julien"], "2024-07-22 10:02:41", "Re: ",
+     "<CAPn7Rk2vQ8xJ3mT5wL9bY1dF6hN0sG4eA@mail.gmail.com>", []),
+    ("03-julien-gmail-fr.html", "julien", ["priya"], ["mei"], "2024-07-22 13:37:12", "Re: ",
+     "<CAH4kZq8Xw3pL1mN0vR7sT2yU6bD9eF5gJ@mail.gmail.com>", [("etiquettes_lots.jpg", 1532207)]),
+    ("04-priya-gmail.html", "priya", ["julien", "mei"], ["marcus"], "2024-07-22 15:20:33", "Re: ",
+     "<CAPn7Rk3aB5cD7eF9gH1iJ3kL5mN7oP9qR@mail.gmail.com>", []),
+    ("05-marcus-plaintext.html", "marcus", ["mei"], ["julien", "priya"], "2024-07-23 08:45:19", "Re: ",
+     "<20240723084519.GA31877@wh01.northwind.test>", []),
+    ("06-mei-outlook-inline.html", "mei", ["marcus"], ["julien", "priya"], "2024-07-23 11:05:48", "RE: Re: ",
+     "<AM9PR03MB72169F8E7D6C5B4A3928170615243342@AM9PR03MB7216.eurprd03.prod.outlook.com>", []),
+    ("07-priya-gmail-forward.html", "priya", ["mei"], ["julien", "marcus"], "2024-07-23 14:30:02", "Re: Re: ",
+     "<CAPn7Rk4sT6uV8wX0yZ2aB4cD6eF8gH0iJ@mail.gmail.com>", []),
+    ("08-mei-outlook-web.html", "mei", ["priya"], ["julien", "marcus"], "2024-07-23 16:12:27", "RE: Re: ",
+     "<DB9PR03MB8123F4E5D6C7B8A9012345678ABCDEF0@DB9PR03MB8123.eurprd03.prod.outlook.com>",
+     [("INV-2024-0815.pdf", 61873)]),
+    ("09-priya-apple-mail.html", "priya", ["mei"], ["julien", "marcus"], "2024-07-24 09:03:51", "Re: Re: ",
+     "<5A0C2E71-8B94-4F3D-A6E2-19D7C4B80F35@northwind.test>", []),
+    ("10-marcus-gmail.html", "marcus", ["mei"], ["priya", "julien"], "2024-07-24 15:40:09", "Re: Re: ",
+     "<CAJ9mB2xQfR8tW4nP6vL0kY3sH7dG1cE5aZ@mail.gmail.com>", [("CN-7702-01.pdf", 48120)]),
+    ("11-julien-gmail-fr.html", "julien", ["marcus"], ["mei", "priya"], "2024-07-25 08:20:44", "Re: Re: ",
+     "<CAH4kZq9Lm2Np5Qr8St1Uv4Wx7Yz0Ab3Cd@mail.gmail.com>", [("IMG_20240725_081502.jpg", 1874466)]),
+    ("12-mei-outlook.html", "mei", ["marcus"], ["julien", "priya"], "2024-07-25 12:41:15", "RE: Re: ",
+     "<AM9PR03MB7216C0D1E2F3A4B5C6D7E8F9A0B1C2D3@AM9PR03MB7216.eurprd03.prod.outlook.com>", []),
+]
+THREAD_COMMENTS = [  # created (UTC), author, text: internal notes between the messages
+    ("2024-07-22 09:31:10", "priya", "Wholesale account, 40 x Ridgeline 4P. Checking whether these are from the "
+                                     "RL-2405 batch Aiko flagged last week."),
+    ("2024-07-22 09:48:52", "aiko", "RL-2405-118 and -121 are on the supplier's recall list. Don't ask them to "
+                                    "return anything, the supplier pays for replacements."),
+    ("2024-07-22 13:52:30", "priya", "Lots confirmed by the customer: 5 x RL-2405-118, 1 x RL-2405-121. "
+                                     "@Marcus can you check stock of RL-2406 pole sets?"),
+    ("2024-07-22 17:05:03", "marcus", "9 sets of RL-2406-002 in aisle 14. I'll answer them first thing tomorrow."),
+    ("2024-07-23 11:20:41", "marcus", "They want option 1 and the express freight credited. Shipping now."),
+    ("2024-07-23 13:15:09", "marcus", "Shipped 6 sets, FreightLine Express FLX 5531 0098 2231."),
+    ("2024-07-23 13:59:57", "priya", "Carrier claim FL-448812 opened for the original damage; forwarding the "
+                                     "confirmation to the customer."),
+    ("2024-07-24 09:10:26", "priya", "@Aiko who in billing can issue a credit note for EUR 38.50 today?"),
+    ("2024-07-24 10:02:14", "aiko", "Hanna in billing is on it, reference INV-2024-0815."),
+    ("2024-07-25 08:34:38", "marcus", "One set was a 3P by mistake (bin 14-C was mixed). Three 4P sets left, "
+                                      "reserving one for them."),
+    ("2024-07-25 12:47:21", "priya", "They need it by Wed 31 Jul. Marcus, can it go express today? I'm drafting "
+                                     "the reply."),
+]
+THREAD_POSTS = [  # created (UTC), integration, text
+    ("2024-07-23 13:12:44", "Shopify", "Order #7702: replacement shipment created, 6 x Ridgeline 4P pole set "
+                                       "(RL-2406-002), FreightLine Express FLX 5531 0098 2231"),
+    ("2024-07-23 13:58:02", "FreightLine", "Claim FL-448812 opened for consignment NW-7702 (4 pallets)"),
+    ("2024-07-24 15:31:37", "Shopify", "Order #7702 partially refunded: EUR 38.50 (express freight), "
+                                       "credit note CN-7702-01"),
+]
+THREAD_DRAFT = ("2024-07-25 12:49:30", "<p>Hi Mei,</p><p>Marcus is sending the last 4P pole set by express today, "
+                                       "so it will be with you on Monday 29 July.</p>")
+MEDIA_TYPES = {"jpg": ("image", "jpeg"), "png": ("image", "png"), "pdf": ("application", "pdf")}
+
+
+def _utc(text: str) -> int:
+    return int(datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+
+
+def _preview(body: str) -> str:
+    """The first 100 characters of a body's visible text (what Missive shows in lists)."""
+    body = re.sub(r"(?is)<head.*?</head>|<style.*?</style>|<!--.*?-->", " ", body)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", body))
+    return re.sub(r"\s+", " ", text).strip()[:100]
+
+
+@lru_cache(maxsize=1)
+def thread_bodies() -> tuple:
+    """The thread's HTML bodies, oldest first. A reply's fixture holds only what its client added, with HISTORY
+    where the client put the quoted previous message; splicing that message in grows the nested history exactly
+    as real replies do (inline replies and plain-text quotes are written out in full instead)."""
+    bodies = []
+    for name, *_ in THREAD_MESSAGES:
+        own = (THREAD_DIR / name).read_text(encoding="utf-8")
+        if HISTORY in own:
+            previous = bodies[-1]
+            inner = re.search(r"(?is)<body[^>]*>(.*)</body>", previous)
+            own = own.replace(HISTORY, (inner.group(1) if inner else previous).strip())
+        bodies.append(own)
+    return tuple(bodies)
+
+
+def _party(key: str) -> dict:
+    name, address, _ = THREAD_PEOPLE[key]
+    return {"name": name, "address": address}
+
+
+def _author(d: dict, key: str):
+    index = THREAD_PEOPLE[key][2]
+    return None if index is None else {k: d["users"][index][k] for k in ("id", "name", "email", "avatar_url")}
+
+
+def _attachment(d: dict, owner: str, k: int, filename: str, size: int) -> dict:
+    ext = filename.rsplit(".", 1)[-1].lower()
+    media, sub = MEDIA_TYPES[ext]
+    return {"id": make_id("attachments", f"{owner}.{k}"), "filename": filename, "extension": ext,
+            "media_type": media, "sub_type": sub, "size": size, "width": 4032 if media == "image" else None,
+            "height": 3024 if media == "image" else None, "url": f"https://files.example/signed/{owner}-{k}"}
+
+
+def _add_thread(d: dict) -> None:
+    """Conversation THREAD: 12 messages (> one page of 10), 11 comments (likewise), 3 posts and a draft."""
+    u, org0, team = [x["id"] for x in d["users"]], d["organizations"][0]["id"], d["teams"][0]["id"]
+    cid, ids = THREAD_ID, [spec[6] for spec in THREAD_MESSAGES]
+    for c, ((_, sender, to, cc, when, prefix, _, files), body) in enumerate(zip(THREAD_MESSAGES, thread_bodies())):
+        ts = _utc(when)
+        d["messages"].append({
+            "id": make_id("messages", len(d["messages"])), "type": "email", "subject": prefix + THREAD_SUBJECT,
+            "preview": _preview(body), "body": body, "draft": False,
+            "delivered_at": ts, "created_at": ts, "updated_at": ts,
+            "email_message_id": ids[c], "in_reply_to": ids[c - 1:c], "references": ids[:c],
+            "from_field": _party(sender), "to_fields": [_party(k) for k in to], "cc_fields": [_party(k) for k in cc],
+            "bcc_fields": [], "reply_to_fields": [],
+            "attachments": [_attachment(d, f"thread.{c}", k, *f) for k, f in enumerate(files)],
+            "author": _author(d, sender), "external_id": None, "_conversation": cid})
+    for when, who, text in THREAD_COMMENTS:
+        d["comments"].append({"id": make_id("comments", len(d["comments"])), "body": text, "mentions": [],
+                              "created_at": _utc(when), "author": _author(d, who), "attachment": None,
+                              "task": None, "_conversation": cid})
+    for when, who, text in THREAD_POSTS:
+        d["posts"].append({"id": make_id("posts", len(d["posts"])), "text": text, "markdown": None,
+                           "username": who, "username_icon": f"https://icons.example/{who.lower()}.png",
+                           "attachments": [], "notification": None, "created_at": _utc(when),
+                           "_conversation": cid})
+    when, body = THREAD_DRAFT
+    d["drafts"].append({
+        "id": make_id("drafts", len(d["drafts"])), "type": "email", "subject": "RE: Re: " + THREAD_SUBJECT,
+        "preview": _preview(body), "draft": True, "body": body, "delivered_at": _utc(when),
+        "created_at": _utc(when), "updated_at": _utc(when), "from_field": _party("priya"),
+        "to_fields": [_party("mei")], "cc_fields": [_party("julien"), _party("marcus")], "bcc_fields": [],
+        "attachments": [], "author": _author(d, "priya"), "_conversation": cid})
+    latest = max(_utc(x[0]) for x in THREAD_COMMENTS + THREAD_POSTS + [THREAD_DRAFT])
+    d["conversations"].append({
+        "id": cid, "created_at": _utc(THREAD_MESSAGES[0][4]), "last_activity_at": latest,
+        "subject": None, "latest_message_subject": THREAD_MESSAGES[-1][5] + THREAD_SUBJECT, "color": "warning",
+        "send_later_messages_count": 0, "authors": [_party(k) for k in ("mei", "priya", "julien", "marcus")],
+        "external_authors": [_party("mei"), _party("julien")], "closed_at": None, "_organization": org0,
+        "_team": team, "_assignees": [u[0], u[1]], "_users": [u[0], u[1], u[2]],
+        "_labels": [d["shared_labels"][1]["id"], d["shared_labels"][3]["id"]],
+        "_mailboxes": ["flagged", "inbox"], "_guest_only": False})
+
+
+# ---- a realistic inbox: conversations 61.. for triage benchmarks ----------------------------------------------
+
+# One entry per conversation, newest first: subject, first sender, minutes before BASE_TIME of the last message,
+# the messages' lines oldest first (sender and team alternate), then what differs from the defaults (team,
+# assignees and labels are indexes into teams/users/shared_labels; "org1" moves it to the second organization).
+TRIAGE = [
+    ("Where is my order #8841?", ("Daniel Kim", "daniel.kim@example.com"), 7,
+     ["Hi, I ordered a sleeping bag on 18 July and the tracking page still says 'label created'. Can you check?"],
+     {}),
+    ("VAT number missing on invoice INV-2024-0822", ("Sofia Petrova", "sofia.petrova@example.com"), 37,
+     ["Our VAT number DE298765432 is missing on the invoice. Could you reissue it?",
+      "Of course, I will reissue it today with the VAT number.",
+      "Thanks. Please send it to accounts@petrova-trading.example as well."],
+     {"team": 0, "assignees": [1], "labels": [2], "comments": ["Reissued as INV-2024-0822-A, waiting for "
+                                                               "accounts to confirm."]}),
+    ("Stand space at OutDoor Friedrichshafen 2025", ("Katrin Vogel", "k.vogel@messe-events.example"), 52,
+     ["Dear Northwind team, the early-bird deadline for exhibitor stands is 15 August. Shall we reserve hall A5 "
+      "again?"], {"team": 1, "assignees": [2], "color": "#3366FF"}),
+    ("[Action required] Payment failed for invoice 2024-07-118", ("Payments", "billing@payments.example"), 81,
+     ["The card ending 4417 was declined for invoice 2024-07-118 (EUR 1,240.00). We will retry in 3 days."],
+     {"labels": [2], "color": "danger"}),
+    ("Catalogue 2025 and dealer price list", ("Jonas Becker", "jonas.becker@example.org"), 97,
+     ["Could you send us the 2025 catalogue and the dealer price list?",
+      "Attached are both; the price list is valid from 1 September."],
+     {"team": 1, "assignees": [2]}),
+    ("URGENT: wrong item shipped (order #8850)", ("Grace Adeyemi", "grace.adeyemi@example.org"), 128,
+     ["I ordered the Ridgeline 4P in green and received a 2P in orange. The trip starts on Saturday!",
+      "I'm very sorry. The right tent ships today by express; you can keep the 2P until it arrives.",
+      "Thank you. Please confirm the tracking number when you have it."],
+     {"team": 0, "assignees": [0], "labels": [3, 0], "color": "danger", "flagged": True,
+      "comments": ["Picking error, bin 22-B. Express approved.", "Tracking sent by SMS as well."]}),
+    ("Re: Return label not working", ("Carlos Mendes", "carlos.mendes@example.com"), 163,
+     ["The QR code on the return label says 'invalid' at the post office.",
+      "Here is a new label with a printed barcode instead of the QR code."],
+     {"team": 0, "assignees": [0, 1], "labels": [0]}),
+    ("Automatic reply: Bulk order quote 5570", ("Oskar Nilsson", "oskar@example.se"), 205,
+     ["I am out of the office until 5 August with limited access to email. For urgent orders, please contact "
+      "order@example.se."], {}),
+    ("Which pole length fits the Ridgeline 3P?", ("Luca Bianchi", "luca.bianchi@example.it"), 248,
+     ["I lost one pole of my Ridgeline 3P. Is it the 3.2 m or the 3.5 m one?"], {"team": 1}),
+    ("Supplier audit checklist", ("Hanna Berg", "hanna.berg@northwind.test"), 290,
+     ["Sharing the checklist for next week's supplier audit, please add your items."], {"guest_only": True}),
+    ("Traduction de la FAQ : relecture", ("Chloé Martin", "chloe.martin@contoso-partner.example"), 333,
+     ["Bonjour Léa, voici la traduction de la FAQ, pouvez-vous la relire avant vendredi ?",
+      "Merci Chloé, je m'en occupe demain matin."],
+     {"org1": True, "team": 2, "assignees": [3], "labels": [4]}),
+    ("Delivery address change for order #8862", ("Fatima Zahra", "fatima.zahra@example.net"), 371,
+     ["We are moving next week. Can you deliver order #8862 to Rue des Tanneurs 8, 1000 Brussels instead?",
+      "Done: the new address is on the order and the carrier has been informed."],
+     {"team": 0, "assignees": [1], "post": "Order #8862: shipping address updated"}),
+]
+TRIAGE_FIRST = THREAD + 1  # data["conversations"][TRIAGE_FIRST + k] is TRIAGE[k]
+
+
+def _add_triage(d: dict) -> None:
+    u, t = [x["id"] for x in d["users"]], [x["id"] for x in d["teams"]]
+    lab = [x["id"] for x in d["shared_labels"]]
+    for k, (subject, sender, minutes, lines, extra) in enumerate(TRIAGE):
+        n = TRIAGE_FIRST + k
+        cid, last = make_id("conversations", n), BASE_TIME - 60 * minutes
+        customer = {"name": sender[0], "address": sender[1]}
+        assignees = [u[x] for x in extra.get("assignees", [])]
+        agent = d["users"][extra.get("assignees", [0])[0]]
+        agent_party = {"name": agent["name"], "address": agent["email"]}
+        times = [last - 2820 * (len(lines) - 1 - c) for c in range(len(lines))]
+        ids = [f"<tr{n}.{c}@{(customer if c % 2 == 0 else agent_party)['address'].split('@')[1]}>"
+               for c in range(len(lines))]
+        for c, (line, ts) in enumerate(zip(lines, times)):
+            from_customer = c % 2 == 0
+            quote = (f'<blockquote class="gmail_quote">{html.escape(lines[c - 1])}</blockquote>' if c else "")
+            d["messages"].append({
+                "id": make_id("messages", len(d["messages"])), "type": "email",
+                "subject": subject if c == 0 or subject.startswith("Re: ") else f"Re: {subject}",
+                "preview": line[:100], "body": f'<div dir="ltr"><p>{html.escape(line)}</p>{quote}</div>',
+                "draft": False, "delivered_at": ts, "created_at": ts, "updated_at": ts,
+                "email_message_id": ids[c], "in_reply_to": ids[c - 1:c], "references": ids[:c],
+                "from_field": customer if from_customer else agent_party,
+                "to_fields": [agent_party if from_customer else customer], "cc_fields": [], "bcc_fields": [],
+                "reply_to_fields": [], "attachments": [],
+                "author": None if from_customer else {x: agent[x] for x in ("id", "name", "email", "avatar_url")},
+                "external_id": None, "_conversation": cid})
+        for j, text in enumerate(extra.get("comments", [])):
+            d["comments"].append({"id": make_id("comments", len(d["comments"])), "body": text, "mentions": [],
+                                  "created_at": last - 600 + 120 * j,
+                                  "author": {x: agent[x] for x in ("id", "name", "email", "avatar_url")},
+                                  "attachment": None, "task": None, "_conversation": cid})
+        if "post" in extra:
+            d["posts"].append({"id": make_id("posts", len(d["posts"])), "text": extra["post"], "markdown": None,
+                               "username": "Shopify", "username_icon": "https://icons.example/shopify.png",
+                               "attachments": [], "notification": None, "created_at": last - 900,
+                               "_conversation": cid})
+        org = d["organizations"][1 if extra.get("org1") else 0]["id"]
+        d["conversations"].append({
+            "id": cid, "created_at": times[0], "last_activity_at": last, "subject": None,
+            "latest_message_subject": d["messages"][-1]["subject"], "color": extra.get("color"),
+            "send_later_messages_count": 0, "authors": [customer], "external_authors": [customer],
+            "closed_at": None, "_organization": org,
+            "_team": t[extra["team"]] if "team" in extra else None, "_assignees": assignees,
+            "_users": [u[0], u[3]] if extra.get("org1") else [u[0], u[1], u[2]],
+            "_labels": [lab[x] for x in extra.get("labels", [])],
+            "_mailboxes": ["flagged", "inbox"] if extra.get("flagged") else ["inbox"],
+            "_guest_only": bool(extra.get("guest_only"))})
+
+
 def seed_data(hostile_names: bool = False) -> dict:
     """Build the deterministic data set (dict of lists) that every FakeMissive starts with."""
     d = {}
@@ -316,7 +586,9 @@ def seed_data(hostile_names: bool = False) -> dict:
         snoozed = i in (12, 33)
         boxes = {"trashed": trashed, "junked": junked, "closed": closed, "snoozed": snoozed,
                  "flagged": i % 10 == 1,
-                 "inbox": not (closed or trashed or junked or snoozed) and i % 5 != 4}
+                 # Archived (in no mailbox) only early on: the later ones stay in the inbox so that it holds
+                 # 50+ conversations without "all" growing past three pages of 25 (see THREAD, TRIAGE).
+                 "inbox": not (closed or trashed or junked or snoozed) and not (i % 5 == 4 and i < 20)}
         n_msgs = 12 if i == BUSY else 1 + i % 4
         d["conversations"].append({
             "id": make_id("conversations", i), "created_at": ts - 86400 - 300 * n_msgs, "last_activity_at": ts,
@@ -394,6 +666,9 @@ def seed_data(hostile_names: bool = False) -> dict:
                 "id": make_id("posts", len(d["posts"])), "text": f"Order {5531 + 13 * i} status: update {k + 1}",
                 "markdown": None, "username": "Order bot", "username_icon": "https://icons.example/bot.png",
                 "attachments": [], "notification": None, "created_at": when, "_conversation": cid})
+
+    _add_thread(d)
+    _add_triage(d)
 
     conv = [c["id"] for c in d["conversations"]]
     task_specs = [  # title, description, state, team, assignees, conversation index, type, due_at

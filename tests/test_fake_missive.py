@@ -2,8 +2,10 @@
 
 import email.utils
 import gzip
+import html
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from fake_missive import HOSTILE_ERROR_BODIES, HOSTILE_NAMES, JSON_TYPE, FakeMissive
+from fake_missive import (HOSTILE_ERROR_BODIES, HOSTILE_NAMES, JSON_TYPE, THREAD, THREAD_ID, THREAD_MESSAGES,
+                          TRIAGE, TRIAGE_FIRST, FakeMissive, thread_bodies)
 
 AUTH = {"Authorization": "Bearer test-token"}
 
@@ -707,6 +710,132 @@ def test_add_message_serves_any_body(fake, client):
     assert client("GET", f"/conversations/{first}").json()["conversations"][0]["messages_count"] == 13
     with pytest.raises(KeyError):
         fake.add_message("<p>x</p>", conversation_id="nope")
+
+
+# ---- realistic thread and inbox ---------------------------------------------------------------------------------
+
+def page_all(client, path, key, cursor):
+    """Every item of a cursor list, following `until` (inclusive) page by page; also the page sizes."""
+    seen, sizes, until = {}, [], None
+    while True:
+        page = client("GET", path, params={} if until is None else {"until": until}).json()[key]
+        sizes.append(len(page))
+        new = [x for x in page if x["id"] not in seen]
+        seen.update((x["id"], x) for x in page)
+        if len(page) < 10 or not new:
+            return list(seen.values()), sizes
+        until = page[-1][cursor]
+
+
+def visible_text(body: str) -> str:
+    body = re.sub(r"(?is)<head.*?</head>", " ", body)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+
+
+def test_thread_lists_page_and_count_consistently(fake, client):
+    assert fake.data["conversations"][THREAD]["id"] == THREAD_ID
+    conv = client("GET", f"/conversations/{THREAD_ID}").json()["conversations"][0]
+    messages, sizes = page_all(client, f"/conversations/{THREAD_ID}/messages", "messages", "delivered_at")
+    comments, comment_sizes = page_all(client, f"/conversations/{THREAD_ID}/comments", "comments", "created_at")
+    posts = client("GET", f"/conversations/{THREAD_ID}/posts").json()["posts"]
+    drafts = client("GET", f"/conversations/{THREAD_ID}/drafts").json()["drafts"]
+    assert sizes[0] == 10 and comment_sizes[0] == 10  # both need a second page
+    assert (conv["messages_count"], len(messages), len(comments), len(posts), len(drafts)) == (12, 12, 11, 3, 1)
+    assert conv["drafts_count"] == 1 and conv["attachments_count"] == sum(len(m["attachments"]) for m in messages) == 7
+    assert conv["latest_message_subject"] == "RE: Re: Damaged tent poles in wholesale order #7702"
+    assert [a["name"] for a in conv["assignees"]] == ["Priya Natarajan", "Marcus Bell"]
+    times = [m["delivered_at"] for m in messages]
+    assert times == sorted(times, reverse=True) and len(set(times)) == 12
+    activity = [c["created_at"] for c in comments] + [p["created_at"] for p in posts] + times
+    assert conv["last_activity_at"] == max(activity + [drafts[0]["delivered_at"]])
+    # Notes and posts fall between the messages, not all before or after them.
+    between = [t for t in [c["created_at"] for c in comments] + [p["created_at"] for p in posts]
+               if min(times) < t < max(times)]
+    assert len(between) >= 10 and len({sum(t > m for m in times) for t in between}) >= 5
+    inbox_ids = {c["id"] for c in page_all_conversations(client, {"inbox": "true"})}
+    assert THREAD_ID in inbox_ids
+
+
+def test_thread_headers_chain_and_lookup(fake, client):
+    listed, _ = page_all(client, f"/conversations/{THREAD_ID}/messages", "messages", "delivered_at")
+    oldest_first = listed[::-1]
+    ids = [m["email_message_id"] for m in oldest_first]
+    assert ids == [spec[6] for spec in THREAD_MESSAGES] and len(set(ids)) == 12
+    people = set()
+    for c, m in enumerate(oldest_first):
+        assert m["references"] == ids[:c] and m["in_reply_to"] == ids[c - 1:c]
+        assert m["preview"] and "body" not in m and m["subject"].endswith("Damaged tent poles in wholesale order #7702")
+        people |= {p["address"] for p in [m["from_field"], *m["to_fields"], *m["cc_fields"]]}
+        found = client("GET", "/messages", params={"email_message_id": m["email_message_id"]}).json()["messages"]
+        assert [x["id"] for x in found] == [m["id"]]
+    assert people >= {"mei.lin@alpinesupply.example", "julien.moreau@alpinesupply.example",
+                      "priya@northwind.test", "marcus@northwind.test"}
+    assert {m["subject"].split("Damaged")[0] for m in oldest_first} == {"", "Re: ", "RE: Re: ", "Re: Re: "}
+    agents = [m for m in oldest_first if m["author"]]
+    assert {m["from_field"]["address"] for m in agents} == {"priya@northwind.test", "marcus@northwind.test"}
+    full = client("GET", "/messages/" + ",".join(m["id"] for m in oldest_first)).json()["messages"]
+    assert [m["body"] for m in full] == list(thread_bodies())
+    assert all(m["conversation"]["id"] == THREAD_ID for m in full)
+
+
+def test_thread_bodies_quote_history_in_client_styles():
+    bodies = thread_bodies()
+    whole = "".join(bodies)
+    for marker in ('<div class="gmail_quote">', 'class="gmail_attr">On Mon, 22 Jul 2024 at 09:14, Mei Lin &lt;',
+                   '<blockquote class="gmail_quote" style=', 'id="divRplyFwdMsg"',
+                   "border-top:solid #E1E1E1 1.0pt", 'class="MsoNormal"', '<blockquote type="cite">On 23 Jul 2024',
+                   "\n&gt; Thanks Julien", "\n&gt;&gt; Hello Priya", "---------- Forwarded message ---------",
+                   "Le&nbsp;lun. 22 juil. 2024 à&nbsp;10:02", "a écrit&nbsp;:", 'gmail_signature_prefix">-- </span>',
+                   "\n-- \nMarcus Bell", "cid:image001.png", "northwind-logo-120.png", "are confidential",
+                   "Sent from my iPhone"):
+        assert marker in whole, marker
+    # Each reply that quotes carries the previous message's text: the last one holds the history back to the
+    # inline reply, and the forwarded mail (from outside the thread) rides along inside it.
+    texts = [visible_text(b) for b in bodies]
+    for c, name in enumerate(spec[0] for spec in THREAD_MESSAGES):
+        if "{{history}}" in (Path(__file__).parent / "fixtures" / "thread" / name).read_text(encoding="utf-8"):
+            assert visible_text(bodies[c - 1])[:200] in texts[c], name
+    for phrase in ("[Mei] Yes please, option 1", "claims@freightline.example", "We opened the pole sets"):
+        assert phrase in texts[-1]
+    inline = texts[5]  # answers interleaved with the quoted lines: not pure history
+    assert inline.index("1. We send 6") < inline.index("[Mei] Yes please") < inline.index("2. You return") \
+        < inline.index("[Mei] Not needed")
+    assert len(bodies[-1]) > 3 * len(bodies[1])
+
+
+def page_all_conversations(client, params):
+    seen, until = {}, None
+    while True:
+        page = client("GET", "/conversations", params={**params, "limit": 50, **({"until": until} if until else {})}
+                      ).json()["conversations"]
+        new = [c for c in page if c["id"] not in seen]
+        seen.update((c["id"], c) for c in page)
+        if len(page) < 50 or not new:
+            return list(seen.values())
+        until = min(c["last_activity_at"] for c in page)
+
+
+def test_inbox_holds_fifty_realistic_conversations(fake, client):
+    first = client("GET", "/conversations", params={"inbox": "true", "limit": 50}).json()["conversations"]
+    assert len(first) == 50
+    inbox = page_all_conversations(client, {"inbox": "true"})
+    assert len(inbox) == 51
+    full = [c for c in inbox if "messages_count" in c]
+    guests = [c for c in inbox if set(c) == {"id", "last_activity_at"}]
+    assert len(guests) == 2 and len(full) == 49
+    assert sum(bool(c["assignees"]) for c in full) >= 20 and sum(not c["assignees"] for c in full) >= 10
+    assert sum(bool(c["shared_labels"]) for c in full) >= 10 and sum(c["team"] is None for c in full) >= 3
+    assert len({c["organization"]["id"] for c in full}) == 2 and len({c["messages_count"] for c in full}) >= 4
+    assert any(u["flagged"] for c in full for u in c["users"]) and all(not u["closed"] for c in full for u in c["users"])
+    triage = fake.data["conversations"][TRIAGE_FIRST:TRIAGE_FIRST + len(TRIAGE)]
+    assert [c["latest_message_subject"].removeprefix("Re: ") for c in triage] == \
+        [subject.removeprefix("Re: ") for subject, *_ in TRIAGE]
+    for conv in [fake.data["conversations"][THREAD], *triage]:  # counts agree with the sub-lists
+        if conv["_guest_only"]:
+            continue
+        shown = client("GET", f"/conversations/{conv['id']}").json()["conversations"][0]
+        messages, _ = page_all(client, f"/conversations/{conv['id']}/messages", "messages", "delivered_at")
+        assert shown["messages_count"] == len(messages) and shown["last_activity_at"] >= messages[0]["delivered_at"]
 
 
 # ---- standalone -------------------------------------------------------------------------------------------------
