@@ -27,7 +27,7 @@ target and answers ``{"conversations": [survivor]}``; POST answers echo the crea
 an object with ``id`` and ``conversation``); ``X-RateLimit-*`` headers are sent on every admitted answer.
 
 Stored objects may carry private keys starting with ``_`` (ids of related objects, mailbox flags); they are never
-sent. Run standalone with ``python tests/fake_missive.py --port 8765 [--token T] [--latency S]``.
+sent. Run standalone with ``python tests/fake_missive.py --port 8765 [--token T] [--latency S] [--hostile-names]``.
 
 Fault kinds (``inject(kind, times=1, method=None, path_prefix=None, **options)``; with ``fault_rate`` > 0 a random
 one is drawn from ``fault_kinds``, whose entries are a kind or a ``(kind, {options})`` pair). The request is always
@@ -66,6 +66,11 @@ every wait or drip ends at once on ``stop()``.
 - ``big_after_write`` (``size``, default 6,000,000; *performs*): the real answer padded to ``size`` bytes of valid
   JSON (a ``"padding"`` member), with the route's status.
 - ``reset_after_write`` (*performs*): the connection drops without an answer.
+
+Realistic mail: ``data["conversations"][THREAD]`` (id ``THREAD_ID``) is a 12-message thread among four people, its
+HTML bodies (``tests/fixtures/thread``, see ``thread_bodies()``) quoting their history in Gmail, Outlook, Apple Mail
+and plain-text styles, with 11 comments and 3 posts in between; ``data["conversations"][TRIAGE_FIRST:]`` are more
+inbox conversations (``TRIAGE``), so that the inbox holds 51 (two of them guest-only).
 
 Hostile data: ``FakeMissive(hostile_names=True)`` seeds the organization, team, user and contact-book names of
 ``HOSTILE_NAMES`` (terminal escapes, forged lines, bidi overrides, tag and zero-width characters, a 20,000-character
@@ -1924,10 +1929,11 @@ def main(argv=None) -> None:
     parser.add_argument("--token", default="test-token", help="accepted Bearer token ('' = any non-empty token)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds each request takes")
     parser.add_argument("--no-limits", action="store_true", help="do not answer 429 for rate limits")
+    parser.add_argument("--hostile-names", action="store_true", help="seed hostile organization/team/user names")
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     args = parser.parse_args(argv)
     fake = FakeMissive(token=args.token or None, latency=args.latency, enforce_limits=not args.no_limits,
-                       port=args.port)
+                       port=args.port, hostile_names=args.hostile_names)
     fake.verbose = args.verbose
     fake.start()
     print(fake.url, file=sys.stderr, flush=True)
