@@ -1,7 +1,12 @@
 """Fast tests of the fake Missive API itself (tests/fake_missive.py)."""
 
 import email.utils
+import gzip
+import html
+import http.client
 import json
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -11,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from fake_missive import FakeMissive
+from fake_missive import (HOSTILE_ERROR_BODIES, HOSTILE_NAMES, JSON_TYPE, THREAD, THREAD_ID, THREAD_MESSAGES,
+                          TRIAGE, TRIAGE_FIRST, FakeMissive, thread_bodies)
 
 AUTH = {"Authorization": "Bearer test-token"}
 
@@ -364,6 +370,474 @@ def test_random_faults(fake, client):
     assert all(r.status in (502, 200) for r in fake.requests)
     fake.fault_rate = 0.0
     assert client("GET", "/users").json()["users"][0]["me"] is True
+
+
+# ---- hostile peers: raw faults, seen through plain sockets ------------------------------------------------------
+
+def port_of(fake) -> int:
+    return int(fake.url.split(":")[2].split("/")[0])
+
+
+def raw_exchange(fake, method="GET", path="/organizations", body=None, wait=15.0):
+    """Send one request on a plain socket and read until the fake closes: (bytes received, seconds taken)."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = (f"{method} /v1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test-token\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port_of(fake)), timeout=wait) as sock:
+        sock.sendall(head.encode() + payload)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data, time.monotonic() - started
+
+
+def split_head(data: bytes):
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    assert sep, data[:300]
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return lines[0], headers, rest
+
+
+def normal_body(fake, path="/organizations") -> bytes:
+    return requests.get(fake.url + path, headers=AUTH, timeout=10).content
+
+
+def test_header_drip_never_finishes_the_head(fake):
+    fake.inject("header_drip", interval=0.1, seconds=1.0)
+    data, took = raw_exchange(fake)
+    status_line, _, dripped = data.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK" and b"\r\n\r\n" not in data
+    assert f"Content-Type: {JSON_TYPE}\r\nX-Drip: xxxxxxxxxxxxxxxxxxxxxx".encode().startswith(dripped)
+    assert 1 <= len(dripped) <= 12  # one byte per 0.1 s for 1 s, not the whole head at once
+    assert took >= 1.0 and fake.requests[-1].status == 200
+
+
+def test_chunk_drip_never_finishes_the_size_line(fake):
+    fake.inject("chunk_drip", interval=0.1, seconds=1.0)
+    data, took = raw_exchange(fake)
+    status_line, headers, rest = split_head(data)
+    assert status_line == "HTTP/1.1 200 OK" and headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in headers
+    assert 1 <= len(rest) <= 12 and rest == b"1" + b"0" * (len(rest) - 1)  # no CRLF: the line never ends
+    assert took >= 1.0
+
+
+def test_body_drip_sends_the_real_body_byte_by_byte(fake):
+    expected = normal_body(fake)
+    fake.inject("body_drip", interval=0.1, seconds=1.0)
+    data, took = raw_exchange(fake)
+    _, headers, rest = split_head(data)
+    assert int(headers["content-length"]) == len(expected)
+    assert 1 <= len(rest) <= 12 and expected.startswith(rest) and took >= 1.0
+    fake.inject("body_drip", interval=0.0, seconds=30)  # no pause: the whole body, still one byte per write
+    _, _, rest = split_head(raw_exchange(fake)[0])
+    assert rest == expected
+
+
+def test_stall_after_headers_sends_no_body(fake):
+    fake.inject("stall_after_headers", seconds=0.5)
+    data, took = raw_exchange(fake)
+    status_line, headers, rest = split_head(data)
+    assert status_line == "HTTP/1.1 200 OK" and int(headers["content-length"]) > 0 and rest == b""
+    assert took >= 0.5
+
+
+def test_short_body_promises_more_than_it_sends(fake):
+    expected = normal_body(fake)
+    fake.inject("short_body")
+    _, headers, rest = split_head(raw_exchange(fake)[0])
+    assert int(headers["content-length"]) == len(expected) and rest == expected[:len(expected) // 2]
+    fake.inject("short_body")
+    conn = http.client.HTTPConnection("127.0.0.1", port_of(fake), timeout=10)
+    conn.request("GET", "/v1/organizations", headers=AUTH)
+    with pytest.raises(http.client.IncompleteRead):
+        conn.getresponse().read()
+    conn.close()
+
+
+@pytest.mark.parametrize("how,framing", [
+    ("size", lambda body: b"%x\r\n%s\r\nzz\r\n" % (len(body) // 2, body[:len(body) // 2])),
+    ("crlf", lambda body: b"%x\r\n%s0\r\n\r\n" % (len(body), body)),
+])
+def test_broken_chunking(fake, how, framing):
+    expected = normal_body(fake)
+    fake.inject("broken_chunking", how=how)
+    _, headers, rest = split_head(raw_exchange(fake)[0])
+    assert headers["transfer-encoding"] == "chunked" and rest.startswith(framing(expected))
+    fake.inject("broken_chunking", how=how)
+    conn = http.client.HTTPConnection("127.0.0.1", port_of(fake), timeout=10)
+    conn.request("GET", "/v1/organizations", headers=AUTH)
+    with pytest.raises(http.client.HTTPException):
+        conn.getresponse().read()
+    conn.close()
+    with pytest.raises(ValueError):
+        fake.inject("broken_chunking", how="sideways")
+
+
+def test_bad_and_truncated_gzip(fake):
+    expected = normal_body(fake)
+    fake.inject("bad_gzip")
+    _, headers, rest = split_head(raw_exchange(fake)[0])
+    assert headers["content-encoding"] == "gzip" and rest == expected  # plain JSON under a gzip label
+    with pytest.raises(gzip.BadGzipFile):
+        gzip.decompress(rest)
+    fake.inject("truncated_gzip")
+    _, headers, rest = split_head(raw_exchange(fake)[0])
+    whole = gzip.compress(expected, mtime=0)
+    assert headers["content-encoding"] == "gzip" and int(headers["content-length"]) == len(rest)
+    assert rest == whole[:len(whole) // 2]
+    with pytest.raises(EOFError):
+        gzip.decompress(rest)
+
+
+def json_depth(text: bytes) -> int:
+    """Nesting depth of a JSON document, without recursion (strings hold no brackets here)."""
+    depth = deepest = 0
+    for byte in text:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+            assert depth >= 0
+    assert depth == 0
+    return deepest
+
+
+def test_deep_json(fake, client):
+    fake.inject("deep_json")
+    r = client("GET", "/users")
+    assert r.status_code == 200 and r.content.startswith(b'{"users":[[[') and json_depth(r.content) == 100_000
+    assert r.content == b'{"users":' + b"[" * 99_999 + b"]" * 99_999 + b"}"
+    with pytest.raises(RecursionError):
+        json.loads(r.content)
+    fake.inject("deep_json", depth=40)
+    value = client("GET", "/users").json()["users"]
+    for _ in range(38):
+        (value,) = value
+    assert value == []
+
+
+@pytest.mark.parametrize("where,status,content_type", [
+    ("json", 200, JSON_TYPE), ("error", 401, JSON_TYPE), ("text", 200, "text/plain; charset=utf-8"),
+])
+def test_token_echo(fake, client, where, status, content_type):
+    fake.inject("token_echo", where=where, **({"status": 401} if where == "error" else {}))
+    r = client("GET", "/conversations", params={"inbox": "true"})
+    escaped = "".join(f"\\u{ord(c):04x}" for c in "test-token").encode()
+    assert (r.status_code, r.headers["Content-Type"]) == (status, content_type)
+    assert r.content.count(b"test-token") == 1 and r.content.count(escaped) == 1
+    if where == "json":
+        conv = r.json()["conversations"][0]
+        assert "test-token" in conv["subject"] and "test-token" in conv["latest_message_subject"]
+    elif where == "error":
+        assert r.json()["error"].count("test-token") == 2
+
+
+def test_late_applies_the_write_before_answering(fake):
+    body = {"posts": {"text": "late post", "conversation": first_id(fake, "conversations", 5)}}
+    fake.inject("late", seconds=60, method="POST")
+    with socket.create_connection(("127.0.0.1", port_of(fake)), timeout=15) as sock:
+        payload = json.dumps(body).encode()
+        sock.sendall(b"POST /v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-token\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+        give_up = time.monotonic() + 10
+        while not fake.applied_writes():
+            assert time.monotonic() < give_up
+            time.sleep(0.01)
+        assert [p["text"] for p in fake.data["posts"]].count("late post") == 1
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):  # applied, yet not a byte of the answer has left
+            sock.recv(1)
+        sock.setblocking(True)
+        fake.stop()  # ends the hold: the connection drops, unanswered
+        assert sock.recv(1) == b""
+    (rec,) = fake.applied_writes()
+    assert rec.body == body and rec.status == 0 and fake.requests == [rec]
+
+
+def test_late_answers_or_drops_after_the_hold(fake, client):
+    fake.inject("late", seconds=0.3, method="POST")
+    started = time.monotonic()
+    r = client("POST", "/posts", json={"posts": {"text": "slow"}})
+    assert r.status_code == 201 and r.json()["posts"]["text"] == "slow" and time.monotonic() - started >= 0.3
+    fake.inject("late", seconds=0.0, drop=True, method="PATCH")
+    cid = first_id(fake, "conversations", 6)
+    with pytest.raises(requests.ConnectionError):
+        client("PATCH", f"/conversations/{cid}", json={"conversations": [{"id": cid, "subject": "dropped"}]})
+    assert fake.data["conversations"][6]["subject"] == "dropped"
+    assert [(r.method, r.status) for r in fake.applied_writes()] == [("POST", 201), ("PATCH", 0)]
+
+
+def test_big_after_write(fake, client):
+    fake.inject("big_after_write", size=1_000_000, method="POST")
+    r = client("POST", "/posts", json={"posts": {"text": "big answer"}})
+    assert r.status_code == 201 and len(r.content) == 1_000_000
+    answer = r.json()
+    assert answer["posts"]["text"] == "big answer" and set(answer) == {"posts", "padding"}
+    assert [p["text"] for p in fake.data["posts"]].count("big answer") == 1
+
+
+def test_reset_after_write(fake, client):
+    fake.inject("reset_after_write", method="POST")
+    with pytest.raises(requests.ConnectionError):
+        client("POST", "/posts", json={"posts": {"text": "lost answer"}})
+    assert [p["text"] for p in fake.data["posts"]].count("lost answer") == 1
+    (rec,) = fake.applied_writes()
+    assert rec.status == 0 and rec.body == {"posts": {"text": "lost answer"}}
+
+
+def test_applied_writes_lists_only_writes_that_changed_data(fake, client):
+    cid = first_id(fake, "conversations", 4)
+    client("GET", "/users")
+    client("POST", "/posts", json={"posts": {"text": "one"}})
+    client("POST", "/posts", json={"posts": {}})  # 400: nothing changed
+    fake.inject("500", method="POST")  # refused before the route: nothing changed
+    client("POST", "/posts", json={"posts": {"text": "two"}})
+    fake.inject("truncated", method="PATCH")  # performed, then answered badly
+    client("PATCH", f"/conversations/{cid}", json={"conversations": [{"id": cid, "color": "good"}]})
+    applied = fake.applied_writes()
+    assert [(r.method, r.route, r.status) for r in applied] == [("POST", "/posts", 201),
+                                                                ("PATCH", f"/conversations/{cid}", 200)]
+    assert applied[0].body == {"posts": {"text": "one"}} and fake.applied_writes("PATCH") == applied[1:]
+    fake.reset()
+    assert fake.applied_writes() == []
+
+
+@pytest.mark.parametrize("kind", ["header_drip", "chunk_drip", "body_drip", "stall_after_headers", "late"])
+def test_stop_ends_every_slow_fault(kind):
+    f = FakeMissive().start()
+    f.inject(kind, seconds=120)
+    outcome = []
+
+    def call():
+        try:
+            outcome.append(raw_exchange(f, wait=30)[0])
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    give_up = time.monotonic() + 10
+    while not f.requests:
+        assert time.monotonic() < give_up
+        time.sleep(0.01)
+    started = time.monotonic()
+    f.stop()
+    thread.join(timeout=20)
+    assert not thread.is_alive() and time.monotonic() - started < 8 and len(outcome) == 1
+    assert not (isinstance(outcome[0], bytes) and outcome[0].endswith(b"}"))  # never a whole answer
+
+
+def test_random_faults_draw_new_kinds_with_options(fake, client):
+    fake.fault_rate = 1.0
+    fake.fault_kinds = (("late", {"seconds": 0.0}), ("body_drip", {"interval": 0.0, "seconds": 30}))
+    for _ in range(6):
+        r = client("GET", "/organizations")
+        assert r.status_code == 200 and len(r.json()["organizations"]) == 2
+    fake.fault_rate = 0.0
+    with pytest.raises(ValueError):
+        fake.fault_kinds = ("meteor",)
+    with pytest.raises(TypeError):
+        fake.fault_kinds = (("late", {"bogus": 1}),)
+    with pytest.raises(ValueError):
+        fake.fault_kinds = (("token_echo", {"where": "nowhere"}),)
+    assert fake.fault_kinds[0] == ("late", {"seconds": 0.0})  # a refused assignment changes nothing
+
+
+# ---- hostile data -----------------------------------------------------------------------------------------------
+
+NAMED = [("organizations", "/organizations", {}), ("teams", "/teams", {}), ("users", "/users", {}),
+         ("contact_books", "/contact_books", {})]
+
+
+def test_names_are_clean_by_default(fake, client):
+    for key, path, params in NAMED:
+        for item in client("GET", path, params=params).json()[key]:
+            assert item["name"].isprintable() and len(item["name"]) < 100
+
+
+def test_hostile_names():
+    with FakeMissive(hostile_names=True) as f:
+        session = requests.Session()
+        session.headers.update(AUTH)
+        names = {key: [x["name"] for x in session.get(f.url + path, timeout=10).json()[key]]
+                 for key, path, _ in NAMED}
+        everything = "".join(n for group in names.values() for n in group)
+        for needle in ("\x1b[2J", "\x1b]8;;http://evil", "\nMISSIVE_API_URL=http://evil.test/v1  # suggested",
+                       "\u202e", "\U000e0049", "\u200b", "\r\nHint:"):
+            assert needle in everything, repr(needle)
+        assert max(map(len, names["users"])) > 10_000
+        assert names["teams"][1] == HOSTILE_NAMES[("teams", 1)]
+        conv = session.get(f"{f.url}/conversations/{f.data['conversations'][0]['id']}",
+                           timeout=10).json()["conversations"][0]
+        assert conv["assignee_names"] == HOSTILE_NAMES[("users", 0)]
+        assert conv["organization"]["name"] == HOSTILE_NAMES[("organizations", 0)]
+        comments = session.get(f"{f.url}/conversations/{conv['id']}/comments", timeout=10).json()["comments"]
+        assert comments[0]["author"]["name"] == HOSTILE_NAMES[("users", 0)]
+        session.close()
+
+
+@pytest.mark.parametrize("body", HOSTILE_ERROR_BODIES)
+def test_hostile_error_bodies(fake, client, body):
+    fake.inject("error", status=422, body=body)
+    r = client("GET", "/users")
+    assert r.status_code == 422 and (r.text if isinstance(body, str) else r.json()) == body
+    assert "\nHint: " in json.dumps(body, ensure_ascii=False).replace("\\n", "\n")
+
+
+def test_add_message_serves_any_body(fake, client):
+    huge = "<div>" + "<p>A&amp;B \u202e \x1b[2J</p>" * 150_000 + "</div>"  # about 3.8 MB
+    inbox_before = len(client("GET", "/conversations", params={"inbox": "true", "limit": 50}).json()["conversations"])
+    mid = fake.add_message(huge, subject="Huge")
+    r = client("GET", f"/messages/{mid}")
+    message = r.json()["messages"]
+    assert message["body"] == huge and message["subject"] == "Huge" and len(r.content) > 3_000_000
+    conv_id = message["conversation"]["id"]
+    assert fake.data["conversations"][-1]["id"] == conv_id  # appended: existing indexes keep their meaning
+    listed = client("GET", f"/conversations/{conv_id}/messages").json()["messages"]
+    assert [m["id"] for m in listed] == [mid] and "body" not in listed[0]
+    newest = client("GET", "/conversations", params={"inbox": "true"}).json()["conversations"][0]
+    assert newest["id"] == conv_id and newest["messages_count"] == 1
+    assert inbox_before <= len(client("GET", "/conversations", params={"inbox": "true", "limit": 50}
+                                      ).json()["conversations"])
+    first = first_id(fake, "conversations")
+    other = fake.add_message("<p>second</p>", conversation_id=first, delivered_at=1)
+    assert other in [m["id"] for m in client("GET", f"/conversations/{first}/messages",
+                                             params={"until": 1}).json()["messages"]]
+    assert client("GET", f"/conversations/{first}").json()["conversations"][0]["messages_count"] == 13
+    with pytest.raises(KeyError):
+        fake.add_message("<p>x</p>", conversation_id="nope")
+
+
+# ---- realistic thread and inbox ---------------------------------------------------------------------------------
+
+def page_all(client, path, key, cursor):
+    """Every item of a cursor list, following `until` (inclusive) page by page; also the page sizes."""
+    seen, sizes, until = {}, [], None
+    while True:
+        page = client("GET", path, params={} if until is None else {"until": until}).json()[key]
+        sizes.append(len(page))
+        new = [x for x in page if x["id"] not in seen]
+        seen.update((x["id"], x) for x in page)
+        if len(page) < 10 or not new:
+            return list(seen.values()), sizes
+        until = page[-1][cursor]
+
+
+def visible_text(body: str) -> str:
+    body = re.sub(r"(?is)<head.*?</head>", " ", body)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+
+
+def test_thread_lists_page_and_count_consistently(fake, client):
+    assert fake.data["conversations"][THREAD]["id"] == THREAD_ID
+    conv = client("GET", f"/conversations/{THREAD_ID}").json()["conversations"][0]
+    messages, sizes = page_all(client, f"/conversations/{THREAD_ID}/messages", "messages", "delivered_at")
+    comments, comment_sizes = page_all(client, f"/conversations/{THREAD_ID}/comments", "comments", "created_at")
+    posts = client("GET", f"/conversations/{THREAD_ID}/posts").json()["posts"]
+    drafts = client("GET", f"/conversations/{THREAD_ID}/drafts").json()["drafts"]
+    assert sizes[0] == 10 and comment_sizes[0] == 10  # both need a second page
+    assert (conv["messages_count"], len(messages), len(comments), len(posts), len(drafts)) == (12, 12, 11, 3, 1)
+    assert conv["drafts_count"] == 1 and conv["attachments_count"] == sum(len(m["attachments"]) for m in messages) == 7
+    assert conv["latest_message_subject"] == "RE: Re: Damaged tent poles in wholesale order #7702"
+    assert [a["name"] for a in conv["assignees"]] == ["Priya Natarajan", "Marcus Bell"]
+    times = [m["delivered_at"] for m in messages]
+    assert times == sorted(times, reverse=True) and len(set(times)) == 12
+    activity = [c["created_at"] for c in comments] + [p["created_at"] for p in posts] + times
+    assert conv["last_activity_at"] == max(activity + [drafts[0]["delivered_at"]])
+    # Notes and posts fall between the messages, not all before or after them.
+    between = [t for t in [c["created_at"] for c in comments] + [p["created_at"] for p in posts]
+               if min(times) < t < max(times)]
+    assert len(between) >= 10 and len({sum(t > m for m in times) for t in between}) >= 5
+    inbox_ids = {c["id"] for c in page_all_conversations(client, {"inbox": "true"})}
+    assert THREAD_ID in inbox_ids
+
+
+def test_thread_headers_chain_and_lookup(fake, client):
+    listed, _ = page_all(client, f"/conversations/{THREAD_ID}/messages", "messages", "delivered_at")
+    oldest_first = listed[::-1]
+    ids = [m["email_message_id"] for m in oldest_first]
+    assert ids == [spec[6] for spec in THREAD_MESSAGES] and len(set(ids)) == 12
+    people = set()
+    for c, m in enumerate(oldest_first):
+        assert m["references"] == ids[:c] and m["in_reply_to"] == ids[c - 1:c]
+        assert m["preview"] and "body" not in m and m["subject"].endswith("Damaged tent poles in wholesale order #7702")
+        people |= {p["address"] for p in [m["from_field"], *m["to_fields"], *m["cc_fields"]]}
+        found = client("GET", "/messages", params={"email_message_id": m["email_message_id"]}).json()["messages"]
+        assert [x["id"] for x in found] == [m["id"]]
+    assert people >= {"mei.lin@alpinesupply.example", "julien.moreau@alpinesupply.example",
+                      "priya@northwind.test", "marcus@northwind.test"}
+    assert {m["subject"].split("Damaged")[0] for m in oldest_first} == {"", "Re: ", "RE: Re: ", "Re: Re: "}
+    agents = [m for m in oldest_first if m["author"]]
+    assert {m["from_field"]["address"] for m in agents} == {"priya@northwind.test", "marcus@northwind.test"}
+    full = client("GET", "/messages/" + ",".join(m["id"] for m in oldest_first)).json()["messages"]
+    assert [m["body"] for m in full] == list(thread_bodies())
+    assert all(m["conversation"]["id"] == THREAD_ID for m in full)
+
+
+def test_thread_bodies_quote_history_in_client_styles():
+    bodies = thread_bodies()
+    whole = "".join(bodies)
+    for marker in ('<div class="gmail_quote">', 'class="gmail_attr">On Mon, 22 Jul 2024 at 09:14, Mei Lin &lt;',
+                   '<blockquote class="gmail_quote" style=', 'id="divRplyFwdMsg"',
+                   "border-top:solid #E1E1E1 1.0pt", 'class="MsoNormal"', '<blockquote type="cite">On 23 Jul 2024',
+                   "\n&gt; Thanks Julien", "\n&gt;&gt; Hello Priya", "---------- Forwarded message ---------",
+                   "Le&nbsp;lun. 22 juil. 2024 à&nbsp;10:02", "a écrit&nbsp;:", 'gmail_signature_prefix">-- </span>',
+                   "\n-- \nMarcus Bell", "cid:image001.png", "northwind-logo-120.png", "are confidential",
+                   "Sent from my iPhone"):
+        assert marker in whole, marker
+    # Each reply that quotes carries the previous message's text: the last one holds the history back to the
+    # inline reply, and the forwarded mail (from outside the thread) rides along inside it.
+    texts = [visible_text(b) for b in bodies]
+    for c, name in enumerate(spec[0] for spec in THREAD_MESSAGES):
+        if "{{history}}" in (Path(__file__).parent / "fixtures" / "thread" / name).read_text(encoding="utf-8"):
+            assert visible_text(bodies[c - 1])[:200] in texts[c], name
+    for phrase in ("[Mei] Yes please, option 1", "claims@freightline.example", "We opened the pole sets"):
+        assert phrase in texts[-1]
+    inline = texts[5]  # answers interleaved with the quoted lines: not pure history
+    assert inline.index("1. We send 6") < inline.index("[Mei] Yes please") < inline.index("2. You return") \
+        < inline.index("[Mei] Not needed")
+    assert len(bodies[-1]) > 3 * len(bodies[1])
+
+
+def page_all_conversations(client, params):
+    seen, until = {}, None
+    while True:
+        page = client("GET", "/conversations", params={**params, "limit": 50, **({"until": until} if until else {})}
+                      ).json()["conversations"]
+        new = [c for c in page if c["id"] not in seen]
+        seen.update((c["id"], c) for c in page)
+        if len(page) < 50 or not new:
+            return list(seen.values())
+        until = min(c["last_activity_at"] for c in page)
+
+
+def test_inbox_holds_fifty_realistic_conversations(fake, client):
+    first = client("GET", "/conversations", params={"inbox": "true", "limit": 50}).json()["conversations"]
+    assert len(first) == 50
+    inbox = page_all_conversations(client, {"inbox": "true"})
+    assert len(inbox) == 51
+    full = [c for c in inbox if "messages_count" in c]
+    guests = [c for c in inbox if set(c) == {"id", "last_activity_at"}]
+    assert len(guests) == 2 and len(full) == 49
+    assert sum(bool(c["assignees"]) for c in full) >= 20 and sum(not c["assignees"] for c in full) >= 10
+    assert sum(bool(c["shared_labels"]) for c in full) >= 10 and sum(c["team"] is None for c in full) >= 3
+    assert len({c["organization"]["id"] for c in full}) == 2 and len({c["messages_count"] for c in full}) >= 4
+    flags = [u for c in full for u in c["users"]]
+    assert any(u["flagged"] for u in flags) and any(u["assigned"] for u in flags)
+    assert not any(u["closed"] for u in flags)
+    triage = fake.data["conversations"][TRIAGE_FIRST:TRIAGE_FIRST + len(TRIAGE)]
+    assert [c["latest_message_subject"].removeprefix("Re: ") for c in triage] == \
+        [subject.removeprefix("Re: ") for subject, *_ in TRIAGE]
+    for conv in [fake.data["conversations"][THREAD], *triage]:  # counts agree with the sub-lists
+        if conv["_guest_only"]:
+            continue
+        shown = client("GET", f"/conversations/{conv['id']}").json()["conversations"][0]
+        messages, _ = page_all(client, f"/conversations/{conv['id']}/messages", "messages", "delivered_at")
+        assert shown["messages_count"] == len(messages) and shown["last_activity_at"] >= messages[0]["delivered_at"]
 
 
 # ---- standalone -------------------------------------------------------------------------------------------------
