@@ -653,6 +653,8 @@ class MissiveClient:
         self.shaper = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="missive-shape")
         self._session = None
         self._session_lock = threading.Lock()
+        self.me: dict | None = None  # the token's user ({id, name, email}), learned once by whoami
+        self.me_lookup: asyncio.Task | None = None
 
     @property
     def session(self):
@@ -1424,37 +1426,254 @@ def next_page(tool: Tool, passed: dict, data) -> dict | None:
     return {**passed, "until": until}
 
 
-def shape_bodies(data, key: str, body_format: str = "text", max_chars: int = 20000):
+def shape_bodies(data, key: str, body_format: str = "text", max_chars: int = 20000, deadline: float | None = None,
+                 quoted: str = "keep"):
     """Turn the HTML ``body`` of each message under ``key`` into readable text (unless html is asked for), capped."""
     messages = data.get(key) if isinstance(data, dict) else None
     for message in messages if isinstance(messages, list) else [messages]:
-        if not isinstance(message, dict) or not isinstance(message.get("body"), str):
-            continue
-        body = message["body"]
-        if body_format == "text" and re.search(r"<[A-Za-z!/]", body):
-            body = html_to_text(body)
-        if len(body) > max_chars:
-            body = (body[:max_chars] + f"\n[… {len(body) - max_chars:,} more characters cut at max_body_chars="
-                    f"{max_chars}; call again with a larger max_body_chars to read them]")
-        message["body"] = body
+        if isinstance(message, dict) and isinstance(message.get("body"), str):
+            message["body"] = readable_body(message["body"], max_chars, deadline, body_format, quoted)
     return data
 
 
-def shape_reply(tool: Tool, passed: dict, reply: Reply, deadline: float, token: str | None) -> str:
-    """The compact JSON text of a successful reply (O1, O2, O3); runs in a worker thread."""
+def readable_body(body: str, max_chars: int, deadline: float | None = None, body_format: str = "text",
+                  quoted: str = "keep", cut_hint: str = "") -> str:
+    """A body as a person reads it, cut at max_chars with a note saying so; quoted history kept or dropped."""
+    text = body
+    if body_format == "text" and re.search(r"<[A-Za-z!/]", body):
+        text = html_to_text(body)
+    note = ""
+    if body_format == "text" and quoted == "drop":
+        new, history = split_quoted_history(text)
+        if history:
+            text, note = new, f"[quoted history omitted ({history.count(chr(10)) + 1:,} lines); " \
+                              "quoted_history: keep shows it]"
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"\n[… {len(text) - max_chars:,} more characters cut at " + \
+            (cut_hint or f"max_body_chars={max_chars}; call again with a larger max_body_chars to read them]")
+    return f"{text}\n{note}" if note and text else note or text
+
+
+def iso(value):
+    """A Unix time as ISO 8601 UTC ('2024-07-25T12:50:00Z'); any other value unchanged."""
+    if type(value) is int and 0 <= value < 253402300800:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+    return value
+
+
+def party(value) -> str | None:
+    """'Name <address>' (or whichever of name, address, phone, username there is) for a sender or recipient."""
+    if not isinstance(value, dict):
+        return None
+    name = value.get("name") if isinstance(value.get("name"), str) else ""
+    where = next((value[key] for key in ("address", "email", "phone_number", "username")
+                  if isinstance(value.get(key), str) and value[key]), "")
+    if name and where and name != where:
+        return f"{name} <{where}>"
+    return name or where or None
+
+
+def parties(values) -> list[str]:
+    """Each sender or recipient once, as party() writes it."""
+    return list(dict.fromkeys(text for text in map(party, values if isinstance(values, list) else []) if text))
+
+
+def attachment_note(value) -> str | None:
+    """'hinge.jpg (image/jpeg, 277 KB)': what a person sees of an attachment."""
+    if not isinstance(value, dict):
+        return None
+    kind = "/".join(str(value[key]) for key in ("media_type", "sub_type") if isinstance(value.get(key), str))
+    size = value.get("size")
+    size = f"{max(1, round(size / 1024)):,} KB" if type(size) is int and size >= 0 else ""
+    details = ", ".join(part for part in (kind, size) if part)
+    name = value.get("filename") or value.get("name") or "attachment"
+    return f"{name} ({details})" if details else str(name)
+
+
+_USER_FLAGS = ("assigned", "flagged", "snoozed", "closed", "archived", "trashed", "junked")
+_COUNTS = (("messages_count", "message"), ("drafts_count", "draft"), ("send_later_messages_count", "scheduled"),
+           ("attachments_count", "attachment"))
+
+
+def compact_conversations(data, me: str | None = None):
+    """The triage view of a conversations page: each fact once, names not objects, ISO times, no derived URLs."""
+    items = data.get("conversations") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return data
+    orgs = {item["organization"].get("id") for item in items
+            if isinstance(item, dict) and isinstance(item.get("organization"), dict)}
+    return {**data, "conversations": [compact_conversation(item, me, len(orgs) > 1) for item in items]}
+
+
+def compact_conversation(item, me: str | None = None, with_org: bool = False):
+    """One conversation in the triage view (see compact_conversations)."""
+    if not isinstance(item, dict):
+        return item
+    out = {"id": item.get("id")}
+    subject, latest = item.get("subject"), item.get("latest_message_subject")
+    out["subject"] = subject or latest
+    if subject and latest and latest != subject:
+        out["latest_subject"] = latest
+    out["last_activity"] = iso(item.get("last_activity_at"))
+    out["created"] = iso(item.get("created_at"))
+    out["closed"] = iso(item.get("closed_at"))
+    if with_org and isinstance(item.get("organization"), dict):
+        out["organization"] = item["organization"].get("name")
+    out["team"] = item["team"].get("name") if isinstance(item.get("team"), dict) else item.get("team")
+    out["labels"] = [label.get("name") for label in item.get("shared_labels") or [] if isinstance(label, dict)]
+    out["color"] = item.get("color")
+    out["from"] = parties([*(item.get("authors") or []), *(item.get("external_authors") or [])])
+    people = {}
+    for user in [*(item.get("users") or []), *(item.get("assignees") or [])]:
+        if isinstance(user, dict) and user.get("id") not in people:
+            flags = [flag for flag in _USER_FLAGS if user.get(flag) is True]
+            if user.get("id") == me and me is not None:
+                out["mine"] = flags
+            else:
+                people[user.get("id")] = (user.get("name") or user.get("email") or user.get("id") or "?") + \
+                    (f" ({', '.join(flags)})" if flags else "")
+    out["people"] = list(people.values())
+    counts = [f"{item[key]} {word}{'s' if item[key] != 1 and word != 'scheduled' else ''}"
+              for key, word in _COUNTS if type(item.get(key)) is int and item[key]]
+    if type(item.get("tasks_count")) is int and item["tasks_count"]:
+        counts.append(f"{item.get('completed_tasks_count') or 0}/{item['tasks_count']} tasks done")
+    out["counts"] = ", ".join(counts)
+    return out
+
+
+def compact_messages(data, me: str | None = None, key: str = "messages"):
+    """The compact view of a page of messages or drafts: parties as text, ISO times, attachments as notes."""
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return data
+    return {**data, key: [compact_message(item) for item in items]}
+
+
+def compact_message(item):
+    """One message in the compact view (bodies, when present, are kept as shaped)."""
+    if not isinstance(item, dict):
+        return item
+    out = {"id": item.get("id"), "at": iso(item.get("delivered_at") or item.get("created_at")),
+           "from": party(item.get("from_field")) or party(item.get("author")),
+           "to": parties(item.get("to_fields")), "cc": parties(item.get("cc_fields")),
+           "bcc": parties(item.get("bcc_fields")), "subject": item.get("subject"), "preview": item.get("preview"),
+           "attachments": [note for note in map(attachment_note, item.get("attachments") or []) if note],
+           "email_message_id": item.get("email_message_id")}
+    if item.get("draft") is True:
+        out["draft"] = True
+    if "body" in item:
+        out["body"] = item["body"]
+    return out
+
+
+# Lines that introduce quoted history in the common mail clients (Gmail, Apple Mail, Outlook and others),
+# in the languages they are most often seen in. Each is matched against one line at a time (bounded length).
+_ATTRIBUTION = re.compile(r"(on|le|am|el|il|op|em|den|på) [^\n]{4,300}(wrote|a écrit|schrieb|escribió|ha scritto|"
+                          r"schreef|escreveu|skrev)[^\n]{0,200}:", re.I)
+_HEADER_BLOCK = re.compile(r"(-{2,}\s*original message\s*-{2,}|_{10,}|(from|von|de|da|van|från)\s*:\s*\S)", re.I)
+
+
+def split_quoted_history(text: str) -> tuple[str, str]:
+    """(new text, quoted history) of a text body: the trailing run of '>' lines, with its attribution line, or an
+    Outlook-style header block and everything after it. Interleaved (inline) replies are not history. Linear."""
+    lines = text.split("\n")
+    end = len(lines)
+    while end and not lines[end - 1].strip():
+        end -= 1
+    signature = end  # a short signature under the quote ("-- " and a few lines) stays with the new text
+    for index in range(end - 1, max(end - 12, 0) - 1, -1):
+        if lines[index].startswith(">"):
+            break
+        if lines[index].rstrip() == "--" and index and (lines[index - 1].startswith(">") or
+                                                        not lines[index - 1].strip()):
+            signature = end = index
+            while end and not lines[end - 1].strip():
+                end -= 1
+            break
+    start = end
+    while start and (lines[start - 1].startswith(">") or not lines[start - 1].strip()):
+        start -= 1
+    while start < end and not lines[start].startswith(">"):
+        start += 1  # the run starts at its first quoted line, not at a blank one
+    if start == end:  # no trailing quote: look for an unquoted Outlook header ("-----Original Message-----")
+        for index, line in enumerate(lines[:end]):
+            if _HEADER_BLOCK.match(line.strip()) and index and _has_header_fields(lines, index) and \
+                    "forward" not in " ".join(lines[max(index - 2, 0):index + 1]).lower():
+                start = index  # a forwarded mail is new content, not this thread's history
+                break
+        else:
+            return text, ""
+    else:
+        before = start - 1
+        while before >= 0 and not lines[before].strip():
+            before -= 1
+        joined = " ".join(lines[max(before - 1, 0):before + 1]) if before >= 0 else ""
+        if before >= 0 and _ATTRIBUTION.search(joined[-600:]):
+            start = before - (0 if _ATTRIBUTION.search(lines[before][-600:]) else 1)
+    new = "\n".join(lines[:start]).rstrip()
+    if signature < len(lines):
+        new = (new + "\n\n" + "\n".join(lines[signature:]).strip("\n")).strip("\n")
+    return new, "\n".join(lines[start:signature]).strip("\n")
+
+
+def _has_header_fields(lines: list, index: int) -> bool:
+    """Whether the lines from index look like a mail header block (From: and Sent/Date/To/Subject: soon after)."""
+    window = "\n".join(line.strip().lower() for line in lines[index:index + 8])
+    return "from:" in window and any(field in window for field in ("sent:", "date:", "to:", "subject:"))
+
+
+def quoted_source(quoted: str, known: list[tuple[str, str]]) -> int | None:
+    """The index of the known message (new text, whole text) that quoted history only repeats, if any: its
+    opening words appear in the quote, and the quote adds no words of its own (inline answers would)."""
+    lines = [line for line in quoted.split("\n")
+             if not (_QUOTE_FRAME.match(line) or _ATTRIBUTION.search(line[-600:]))]
+    words = _words("\n".join(lines))
+    for index in range(len(known) - 1, -1, -1):  # the newest first: a reply quotes the message just before it
+        new, whole = known[index]
+        opening = _words(new)[:8]
+        if len(opening) >= 3 and _contains(words, opening):
+            own = set(_words(whole))
+            added = sum(1 for word in words if word not in own)
+            return index if added <= max(12, len(words) // 20) else None
+    return None
+
+
+# Lines of a quote that frame it rather than repeat the message: header fields, attributions, "[...]", "--".
+_QUOTE_FRAME = re.compile(r"[>\s]*((from|sent|to|cc|bcc|subject|date|von|gesendet|an|betreff|de|envoyé|à|objet)"
+                          r"\s*:|\[\.\.\.\]|-{2,}\s*$|$)", re.I)
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in re.split(r"[^\w@.'-]+", text.replace(">", " ").lower()) if word]
+
+
+def _contains(words: list[str], run: list[str]) -> bool:
+    first, size = run[0], len(run)
+    return any(words[i:i + size] == run for i, word in enumerate(words) if word == first)
+
+
+def shape_reply(call: Call, reply: Reply) -> str:
+    """The compact JSON text of a successful reply (O1, O2, O3), in the requested view; runs in a worker thread."""
+    tool, passed = call.tool, call.passed
     if reply.empty:
-        return _compact({"ok": True, "status": reply.status, "note": "Missive returned no body"})
+        return _compact({"ok": True, "status": reply.status, "note": "Missive returned no body", **call.notes})
     if reply.text:
         return _compact({"ok": True, "status": reply.status, "note": "Missive returned a non-JSON body",
-                         "preview": reply.text[:200]})
+                         "preview": reply.text[:200], **call.notes})
     data = reply.data
     if tool.bodies:
-        data = shape_bodies(data, tool.bodies, passed.get("body_format", "text"), passed.get("max_body_chars", 20000))
-    data = prune(data)
+        data = shape_bodies(data, tool.bodies, passed.get("body_format", "text"), passed.get("max_body_chars", 20000),
+                            call.deadline, passed.get("quoted_history", "keep"))
     following = next_page(tool, passed, data)
-    if following is not None:
-        data["next_page"] = following
+    if tool.view is not None and passed.get("view", "compact") == "compact":
+        data = tool.view(data, (call.client.me or {}).get("id"))
+    data = prune(data)
+    if isinstance(data, dict):
+        data.update(call.notes)
+        if following is not None:
+            data["next_page"] = following
     text = _compact(data)
+    token = call.config.token
     # Bodies turned into text can join a token that markup had split; the data was redacted before that.
     return text.replace(token, "[redacted]") if token and token in text else text
 
@@ -2068,6 +2287,294 @@ def html_to_text(html_source: str) -> str:
     return "\n".join(out)
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Steps of the tools that read more than one route: each declares the routes it may GET
+# ---------------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Call:
+    """One tool call in progress: what a row's prepare and run steps read and fill."""
+
+    config: Config
+    client: MissiveClient
+    tool: Tool
+    passed: dict    # the arguments as given (nulls dropped): next_page repeats these
+    work: dict      # the arguments as sent (env defaults filled)
+    deadline: float
+    notes: dict = dataclasses.field(default_factory=dict)  # facts a step adds to the result
+
+    async def get(self, route: str, params: dict | None = None, **ids) -> Any:
+        """GET one route this row declares, through the chokepoint; ids that came from answers are checked too."""
+        if route not in self.tool.reads:
+            raise AssertionError(f"{self.tool.name} does not declare {route!r}")  # a bug in a step, not input
+        path = route.split()[1]
+        for name, value in ids.items():
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(isinstance(item, str) and _ID_RE.fullmatch(item) for item in values):
+                raise network_error("Missive's answer held an id that is not valid (1-128 letters, digits, _ or -)",
+                                    "GET", retryable=False)
+            path = path.replace("{" + name + "}", ",".join(urllib.parse.quote(item, safe="") for item in values))
+        reply = await self.client.request("GET", path, params=params, deadline=self.deadline, ids=bool(ids))
+        return reply.data
+
+
+def reads(*routes: str):
+    """Mark a prepare or run step with the routes it may GET (Call.get refuses any other)."""
+    def mark(step):
+        step.reads = routes
+        return step
+    return mark
+
+
+@reads("GET /users")
+async def learn_me(call: Call) -> None:
+    """Step: learn the token's own user once per session, so a view can mark its own state ("mine"). Without it
+    the view still shows every user's state, so a failure here costs nothing but that mark."""
+    try:
+        await whoami(call)
+    except MissiveError:
+        pass
+
+
+async def whoami(call: Call) -> dict:
+    """The token's user ({id, name, email}), from the users list (the entry with me: true), cached per session;
+    concurrent calls share one lookup."""
+    client, loop = call.client, asyncio.get_running_loop()
+    if client.me is None:
+        if client.me_lookup is None or client.me_lookup.get_loop() is not loop or client.me_lookup.done():
+            client.me_lookup = loop.create_task(_look_up_me(call))
+        await asyncio.shield(client.me_lookup)
+    return client.me
+
+
+async def _look_up_me(call: Call) -> None:
+    me = {}
+    for offset in range(0, 1000, 200):
+        data = await call.get("GET /users", {"limit": 200, "offset": offset})
+        users = [user for user in (data.get("users") if isinstance(data, dict) else None) or []
+                 if isinstance(user, dict)]
+        me = next((user for user in users if user.get("me") is True), {})
+        if me or len(users) < 200:
+            break
+    call.client.me = {key: me[key] for key in ("id", "name", "email") if isinstance(me.get(key), str)}
+
+
+_RE_PREFIX = re.compile(r"\s*((re|aw|sv|vs|antw|odp|rif|res|r)\s*(\[\d+\])?\s*:\s*)+", re.I)
+
+
+@reads("GET /messages/{message_ids}", "GET /users")
+async def reply_context(call: Call) -> None:
+    """Step: fill a reply's conversation, subject, recipients and Message-ID references from the message it
+    answers, unless given; the result states what was chosen."""
+    args = call.work
+    if "reply_to_message" not in args:
+        return
+    data = await call.get("GET /messages/{message_ids}", message_ids=args["reply_to_message"])
+    message = data.get("messages") if isinstance(data, dict) else None
+    message = message[0] if isinstance(message, list) and message else message
+    if not isinstance(message, dict):
+        raise network_error("Missive's answer held no message to reply to", "GET", retryable=False)
+    me = await whoami(call)
+    ours = {address.lower() for address in (me.get("email"), call.config.defaults.get("FROM_ADDRESS"),
+                                             (args.get("from_field") or {}).get("address")) if address}
+    sender = message.get("reply_to_fields") or [message.get("from_field")]
+    if _addresses(sender) <= ours:  # answering our own message goes to its recipients
+        sender = message.get("to_fields") or []
+    chosen = {}
+    conversation = message.get("conversation")
+    conversation = conversation.get("id") if isinstance(conversation, dict) else conversation
+    if "conversation" not in args and "references" not in args and isinstance(conversation, str) and \
+            _ID_RE.fullmatch(conversation):
+        args["conversation"] = chosen["conversation"] = conversation
+    if "subject" not in args and isinstance(message.get("subject"), str):
+        args["subject"] = chosen["subject"] = "Re: " + _RE_PREFIX.sub("", message["subject"], count=1)
+    if "to_fields" not in args:
+        args["to_fields"] = _recipients(sender, set(ours))
+    if args.get("reply_all") and "cc_fields" not in args:
+        taken = ours | _addresses(args["to_fields"])
+        args["cc_fields"] = _recipients([*(message.get("to_fields") or []), *(message.get("cc_fields") or [])],
+                                        taken)
+    if "references" not in args:
+        references = [ref for ref in [*(message.get("references") or []), message.get("email_message_id")]
+                      if isinstance(ref, str) and ref and not any(c.isspace() for c in ref)]
+        if references:
+            args["references"] = list(dict.fromkeys(references))[-50:]
+    chosen["to"] = parties(args["to_fields"])
+    chosen["cc"] = parties(args.get("cc_fields"))
+    chosen["bcc"] = parties(args.get("bcc_fields"))
+    chosen["note"] = ("A reply draft: a person reviews the recipients (including cc and bcc) and sends it in "
+                      "Missive; this server never sends.")
+    call.notes["reply"] = chosen
+
+
+def _addresses(values) -> set[str]:
+    return {value["address"].lower() for value in values or []
+            if isinstance(value, dict) and isinstance(value.get("address"), str)}
+
+
+def _recipients(values, taken: set[str]) -> list[dict]:
+    """Recipients as a draft takes them, each once, leaving out the taken addresses (phone numbers for SMS)."""
+    out = []
+    for value in values or []:
+        if not isinstance(value, dict):
+            continue
+        entry = {key: value[key].strip() for key in ("address", "name", "phone_number")
+                 if isinstance(value.get(key), str) and value[key].strip()}
+        handle = (entry.get("address") or entry.get("phone_number") or "").lower()
+        if handle and handle not in taken:
+            taken.add(handle)
+            out.append(entry)
+    return out
+
+
+TIMELINE_KINDS = {  # kind -> (route of its list, list key, time field)
+    "messages": ("GET /conversations/{conversation_id}/messages", "messages", "delivered_at"),
+    "comments": ("GET /conversations/{conversation_id}/comments", "comments", "created_at"),
+    "posts": ("GET /conversations/{conversation_id}/posts", "posts", "created_at"),
+}
+TIMELINE_PAGES = 4  # list pages of 10 read per kind and call, at most: the bodies fit one batch read of 50
+
+
+@reads("GET /conversations/{conversation_id}", *(route for route, _key, _field in TIMELINE_KINDS.values()),
+       "GET /messages/{message_ids}")
+async def read_conversation(call: Call) -> str:
+    """Run: a conversation as one timeline of its messages, comments and posts in time order, newest that fit.
+
+    Requests: the conversation and the first page of each kind at once; more pages of the kinds that bound the
+    window (at most TIMELINE_PAGES each); one batch read of the bodies. Entries older than what every kind has
+    reached are never shown out of order: they are left for next_page, and the result says so.
+    """
+    args = call.passed
+    conversation_id = args["conversation_id"]
+    kinds = [kind for kind in TIMELINE_KINDS if kind in args.get("include", list(TIMELINE_KINDS))]
+    budget = args.get("max_chars", 30000)
+    until = args.get("until")
+    pages = {kind: [] for kind in kinds}
+    reached = {kind: until for kind in kinds}  # where the next page of a kind would start; None when exhausted
+
+    async def page(kind):
+        route, key, field = TIMELINE_KINDS[kind]
+        params = {"limit": 10, **({"until": reached[kind]} if reached[kind] is not None else {})}
+        data = await call.get(route, params, conversation_id=conversation_id)
+        items = [item for item in (data.get(key) if isinstance(data, dict) else None) or []
+                 if isinstance(item, dict) and type(item.get(field)) is int and isinstance(item.get("id"), str)]
+        pages[kind].extend(items)
+        if len(items) < 10:
+            reached[kind] = None
+        else:  # until is inclusive: step past a page that shares one timestamp, so paging always advances
+            oldest = min(item[field] for item in items)
+            reached[kind] = oldest - 1 if oldest == reached[kind] else oldest
+        return len(items)
+
+    header, *_ = await _all(call.get("GET /conversations/{conversation_id}", conversation_id=conversation_id),
+                            *(page(kind) for kind in kinds))
+    for _round in range(TIMELINE_PAGES - 1):
+        open_kinds = [kind for kind in kinds if reached[kind] is not None]
+        if not open_kinds or sum(map(len, pages.values())) >= 40:
+            break
+        horizon = max(reached[kind] for kind in open_kinds)
+        await _all(*(page(kind) for kind in open_kinds if reached[kind] == horizon))
+    horizon = max((reached[kind] for kind in kinds if reached[kind] is not None), default=None)
+    entries = {}
+    for kind in kinds:
+        _route, _key, field = TIMELINE_KINDS[kind]
+        for item in pages[kind]:
+            if horizon is None or item[field] > horizon:  # older ones may interleave with unread pages
+                entries[(kind, item["id"])] = (item[field], kind, item)
+    ordered = sorted(entries.values(), key=lambda entry: (entry[0], entry[2]["id"]))
+    messages = [item for _time, kind, item in ordered if kind == "messages"]  # TIMELINE_PAGES pages: <= 40
+    bodies = {}
+    if messages:
+        data = await call.get("GET /messages/{message_ids}", message_ids=[item["id"] for item in messages])
+        found = data.get("messages") if isinstance(data, dict) else None
+        for item in found if isinstance(found, list) else [found]:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                bodies[item["id"]] = item
+    return await call.client.offload(call.deadline, _timeline, call, header, ordered, bodies, budget, horizon)
+
+
+async def _all(*steps):
+    """Await steps concurrently; the first failure cancels the rest and is raised (a read fails as a whole)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, horizon: int | None) -> str:
+    """Shape read_conversation's result in a worker thread: the header, then the newest entries that fit the
+    budget, shown oldest first, with what was left out and the next_page that reads it."""
+    conversation = header.get("conversations") if isinstance(header, dict) else None
+    conversation = conversation[0] if isinstance(conversation, list) and conversation else conversation
+    conversation = conversation if isinstance(conversation, dict) else {}
+    view = compact_conversation(conversation, (call.client.me or {}).get("id"))
+    view.pop("last_activity", None)
+    view["url"] = conversation.get("web_url")
+    entry_cap = max(2000, budget // 3)
+    cut = f"{entry_cap:,} characters; missive_get_message reads it whole]"
+    known, shaped = [], []  # shaped: (entry, text with its quote, index of the entry the quote repeats)
+    for stamp, kind, item in ordered:  # oldest first, so a quote can be matched with what came before it
+        entry, full, source = {"kind": kind[:-1], "id": item["id"], "at": iso(stamp)}, None, None
+        if kind == "messages":
+            message = bodies.get(item["id"], item)
+            entry.update({key: value for key, value in compact_message(message).items()
+                          if key not in ("id", "at", "preview", "body")})
+            if entry.get("subject") == view.get("subject"):
+                del entry["subject"]
+            body = message.get("body") if isinstance(message.get("body"), str) else message.get("preview") or ""
+            full = readable_body(body, entry_cap, call.deadline, cut_hint=cut)
+            new, history = split_quoted_history(full)
+            source = quoted_source(history, [(text, whole) for text, whole, _index in known]) if history else None
+            text = full if source is None else (
+                f"{new}\n[quoted history omitted: it repeats the message of {shaped[known[source][2]][0]['at']} above]")
+            known.append((new, full, len(shaped)))
+        elif kind == "comments":
+            entry["author"] = party(item.get("author"))
+            text = item.get("body") if isinstance(item.get("body"), str) else ""
+            if isinstance(item.get("attachment"), dict):
+                entry["attachments"] = [attachment_note(item["attachment"])]
+        else:
+            entry["author"] = item.get("username") or party(item.get("author")) or "post"
+            text = "\n".join(_post_texts(item))
+        entry["text"] = text
+        shaped.append((entry, full, None if source is None else known[source][2]))
+    first, used = len(shaped), 0
+    while first and (first == len(shaped) or used + len(_compact(shaped[first - 1][0])) <= budget):
+        first -= 1
+        used += len(_compact(shaped[first][0]))
+    for entry, full, source in shaped[first:]:
+        if source is not None and source < first:  # its quote repeats an entry this page does not show
+            entry["text"] = full
+    shown = [prune(entry) for entry, _full, _source in shaped[first:]]
+    result = {"conversation": prune(view), "timeline": shown}
+    if first or horizon is not None:
+        result["omitted"] = (f"{first} older entries (the newest of them at {shaped[first - 1][0]['at']}) did not "
+                             f"fit in max_chars" if first else f"entries at or before {iso(horizon)} were not read")
+        result["omitted"] += "; call again with next_page to read them"
+        result["next_page"] = {**call.passed, "until": ordered[first - 1][0] if first else horizon}
+    return _compact(result)
+
+
+def _post_texts(item: dict) -> Iterable[str]:
+    """What a person reads of a post: its text or Markdown, then each attachment's title, text and fields."""
+    for key in ("markdown", "text"):
+        if isinstance(item.get(key), str) and item[key]:
+            yield item[key]
+            break
+    for attachment in item.get("attachments") or []:
+        if isinstance(attachment, dict):
+            for key in ("pretext", "title", "markdown", "text", "footer"):
+                if isinstance(attachment.get(key), str) and attachment[key]:
+                    yield attachment[key]
+            for field in attachment.get("fields") or []:
+                if isinstance(field, dict):
+                    yield f"{field.get('title', '')}: {field.get('value', '')}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The tool table: one row per tool is the single source of truth for the schema, the HTTP mapping, the
 # annotations, the help text, the schemas/ snapshot and the tests
 # ---------------------------------------------------------------------------------------------------------------------
@@ -2105,6 +2612,15 @@ class Tool:
     true_only: tuple = ()   # booleans sent only when true
     refused: dict = dataclasses.field(default_factory=dict)  # keys outside the schema with a specific reason
     bodies: str | None = None  # result key whose items carry HTML email bodies to shape
+    view: Callable | None = None  # the compact view of a result (data, token user's id); view: "full" skips it
+    prepare: tuple = ()     # async steps run before the request; they may GET the routes they declare
+    run: Callable | None = None  # an async step that answers the call itself from several GETs
+
+    @property
+    def reads(self) -> tuple:
+        """Every route this tool may request: its own and those its steps declare."""
+        steps = (*self.prepare, *((self.run,) if self.run else ()))
+        return tuple(dict.fromkeys([self.route, *(route for step in steps for route in step.reads)]))
 
     @property
     def method(self) -> str | None:
@@ -2253,6 +2769,14 @@ EXTERNAL_PAIR = need_one("is required with external_id", lambda item: "external_
                          or "external_source" in item, "responses", "external_source")
 
 
+VIEW = _d(_enum("compact", "full"), "compact (default): the triage view; full: Missive's objects")
+
+
+def compact_drafts(data, me=None):
+    """The compact view of a page of drafts."""
+    return compact_messages(data, me, "drafts")
+
+
 def _route_sub_lists():
     rows = []
     for suffix, field, note in (("messages", "delivered_at", " Excludes drafts; no bodies (use missive_get_message)."),
@@ -2262,8 +2786,10 @@ def _route_sub_lists():
             f"missive_list_conversation_{suffix}", f"List a conversation's {suffix}", "READ",
             f"GET /conversations/{{conversation_id}}/{suffix}",
             f"A conversation's {suffix}, newest first; page with until.{note}",
-            {"conversation_id": ID, **SUB_PAGE}, ["conversation_id"],
-            paging=("cursor", suffix, 10, field), bodies="drafts" if suffix == "drafts" else None))
+            {"conversation_id": ID, **SUB_PAGE, **({"view": VIEW} if suffix in ("messages", "drafts") else {})},
+            ["conversation_id"], paging=("cursor", suffix, 10, field), bodies="drafts" if suffix == "drafts" else None,
+            local=("view",) if suffix in ("messages", "drafts") else (),
+            view=compact_messages if suffix == "messages" else compact_drafts if suffix == "drafts" else None))
     return rows
 
 
@@ -2306,17 +2832,29 @@ TOOL_ROWS = [
           "organization": _d(ID, "No effect with shared_label/team_*"),
           "email": _d(STR1, "Contact address"), "domain": _d(STR1, "Contact domain, no @"),
           "contact_organization": _d(ID, "Contact organization id"),
-          "limit": {"type": "integer", "minimum": 1, "maximum": 50}, "until": TS},
+          "limit": {"type": "integer", "minimum": 1, "maximum": 50}, "until": TS, "view": VIEW},
          rules=(fill("organization", "ORGANIZATION", needed=False),
                 need_one("at least one mailbox filter is required: one of " + ", ".join(MAILBOXES)
                          + " true, or shared_label / team_inbox / team_closed / team_all",
                          lambda args: any(args.get(n) is True for n in MAILBOXES)
                          or any(n in args for n in MAILBOX_IDS)),
                 at_most_one("email", "domain", "contact_organization")),
-         paging=("cursor", "conversations", 25, "last_activity_at"), true_only=MAILBOXES),
+         paging=("cursor", "conversations", 25, "last_activity_at"), true_only=MAILBOXES, local=("view",),
+         view=compact_conversations, prepare=(learn_me,)),
     Tool("missive_get_conversation", "Get a conversation", "READ", "GET /conversations/{conversation_id}",
          "One conversation. A merged-away id returns the surviving conversation (another id).",
          {"conversation_id": ID}, ["conversation_id"]),
+    Tool("missive_read_conversation", "Read a whole conversation", "READ", "GET /conversations/{conversation_id}",
+         "A conversation in one call: its header, then messages (bodies as text, quoted history that repeats an "
+         "earlier entry dropped), comments and posts as one timeline in time order. What does not fit max_chars "
+         "is named and next_page reads it.",
+         {"conversation_id": ID,
+          "include": _d(_arr(_enum("messages", "comments", "posts"), minItems=1, uniqueItems=True),
+                        "Default all three"),
+          "max_chars": _d({"type": "integer", "minimum": 2000, "maximum": 200000}, "Size of the result (default "
+                                                                                   "30000)"),
+          "until": _d(TS, "Only entries at or before this time (next_page sets it)")},
+         ["conversation_id"], local=("include", "max_chars", "until"), run=read_conversation),
     Tool("missive_update_conversations", "Update conversations", "UPDATE", "PATCH /conversations/{ids}",
          "Change conversation state without posting or sending: close, reopen, inbox, team, assign, label, "
          "rename, recolor. One item per id. No archive action (close is nearest; add_to_inbox un-archives).",
@@ -2346,8 +2884,11 @@ TOOL_ROWS = [
          {"message_ids": BATCH_IDS,
           "body_format": _d(_enum("text", "html"), "text (default): HTML turned into plain text"),
           "max_body_chars": _d({"type": "integer", "minimum": 1}, "Cut each body after this many characters "
-                                                                  "(default 20000)")},
-         ["message_ids"], local=("body_format", "max_body_chars"), bodies="messages"),
+                                                                  "(default 20000)"),
+          "quoted_history": _d(_enum("keep", "drop"), "drop: leave out the quoted earlier messages of text bodies")},
+         ["message_ids"], local=("body_format", "max_body_chars", "quoted_history"), bodies="messages",
+         rules=(need_one("applies to text bodies only", lambda args: args.get("quoted_history") != "drop"
+                         or args.get("body_format", "text") == "text", loc="quoted_history"),)),
     Tool("missive_list_messages", "Find messages by Message-ID", "READ", "GET /messages",
          "Messages whose email Message-ID header matches (usually one, up to the latest 10).",
          {"email_message_id": _d({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NOT_BLANK},
@@ -2371,9 +2912,14 @@ TOOL_ROWS = [
           "from_field": _d(FROM, "One of your aliases"),
           "account": _d(ID, "Channel account (custom, live chat, Messenger, Instagram)"),
           **CONV_FIELDS, "attachments": _arr(FILE, maxItems=25),
-          "quote_previous_message": _d(BOOL, "Quote the previous message (may leak earlier content)"), **CONV_OPS},
-         rules=(draft_sender, *conversation_ops(inject=True), no_remote_content(html_fields=("body",))),
-         envelope="drafts",
+          "quote_previous_message": _d(BOOL, "Quote the previous message (may leak earlier content)"),
+          "reply_to_message": _d(ID, "Reply to this message: conversation, subject, to and references are "
+                                     "filled from it unless given"),
+          "reply_all": _d(BOOL, "With reply_to_message: the other recipients in cc"), **CONV_OPS},
+         rules=(draft_sender, *conversation_ops(inject=True), no_remote_content(html_fields=("body",)),
+                need_one("needs reply_to_message", lambda args: not args.get("reply_all")
+                         or "reply_to_message" in args, loc="reply_all")),
+         envelope="drafts", local=("reply_to_message", "reply_all"), prepare=(reply_context,),
          refused={key: NEVER_SENDS for key in ("send", "send_at", "auto_followup", "external_response_id",
                                                "external_response_variables")}),
     Tool("missive_create_post", "Create a post", "DESTRUCTIVE", "POST /posts",
@@ -2555,11 +3101,17 @@ async def call_tool(config: Config, client: MissiveClient, name: str, arguments:
             raise NotConfigured(NO_TOKEN + "".join(f"\n{problem}" for problem in problems))
         if problems:
             raise InvalidArguments(name, problems)
-        method, path, params, body = build_request(tool, work)
+        call = Call(config, client, tool, passed, work, deadline)
+        for step in tool.prepare:
+            await step(call)
+        if tool.run is not None:
+            text = await tool.run(call)
+            return _text(text.replace(config.token, "[redacted]") if config.token else text)
+        method, path, params, body = build_request(tool, call.work)
         reply = await client.request(method, path, params=params, body=body, deadline=deadline,
                                      ids=bool(tool.path_params))
         status, attempts = reply.status, reply.attempts
-        return _text(await client.offload(deadline, shape_reply, tool, passed, reply, deadline, config.token))
+        return _text(await client.offload(deadline, shape_reply, call, reply))
     except MissiveError as exc:
         status = getattr(exc, "status", status)  # a 429 that outlasted its retries is raised by the client
         return _text(str(exc).replace(config.token, "[redacted]") if config.token else str(exc), is_error=True)

@@ -48,7 +48,7 @@ def test_version():
 
 # ---- --write-schemas ----------------------------------------------------------------------------------------------
 
-def test_write_schemas_writes_36_and_removes_only_its_own_stale_snapshots(tmp_path):
+def test_write_schemas_writes_every_tool_and_removes_only_its_own_stale_snapshots(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     stale = {**m.TOOLS["missive_get_task"].snapshot(), "name": "missive_old_tool"}

@@ -115,7 +115,7 @@ def test_tools_list(harness, mode):
     listing = run(body)
     assert listing.next_cursor is None
     tools = {tool.name: tool for tool in listing.tools}
-    assert len(listing.tools) == 36 and sorted(tools) == sorted(SPEC)
+    assert len(listing.tools) == 37 and sorted(tools) == sorted(SPEC)
     for name, tool in tools.items():
         dumped = tool.model_dump(by_alias=True, exclude_none=True, mode="json")
         assert dumped["title"] == SPEC[name][2]
@@ -211,7 +211,7 @@ def test_no_token(harness, api, mode):
 
     info, listing, helped, refused, refused_bad = run(body)
     assert info.name == "missive"
-    assert len(listing.tools) == 36
+    assert len(listing.tools) == 37
     assert helped.is_error is False and "missive-mcp" in result_text(helped)
     assert refused.is_error is True
     assert result_text(refused).startswith("MISSIVE_API_TOKEN is not set.")
@@ -283,7 +283,7 @@ def test_slow_call_does_not_block_other_requests(harness, api, mode):
         listing, other, first = run(body)
     finally:
         release.set()
-    assert len(listing.tools) == 36
+    assert len(listing.tools) == 37
     assert other.is_error is False and json.loads(result_text(other))["organizations"][0]["id"] == "o1"
     assert first.is_error is False and json.loads(result_text(first))["users"][0]["id"] == "u1"
 
@@ -364,7 +364,7 @@ def test_stdio_subprocess_end_to_end():
 
         send({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})
         tools = receive(2)["result"]["tools"]
-        assert len(tools) == 36 and sorted(t["name"] for t in tools) == sorted(SPEC)
+        assert len(tools) == 37 and sorted(t["name"] for t in tools) == sorted(SPEC)
         assert {t["name"]: t["annotations"] for t in tools} == {name: expected_annotations(name) for name in SPEC}
 
         send({"jsonrpc": "2.0", "id": 3, "method": "tools/call",

@@ -89,7 +89,7 @@ def test_path_injection_is_refused(api, tool_name, attack):
     assert len(api.calls) == 0
 
 
-@pytest.mark.parametrize("tool_name", PATH_TOOLS)
+@pytest.mark.parametrize("tool_name", [name for name in PATH_TOOLS if m.TOOLS[name].run is None])
 def test_path_baseline_with_longest_valid_id_is_sent_encoded(api, tool_name):
     """The same arguments with a valid 128-character id go through, so the refusals above are about the id."""
     tool = m.TOOLS[tool_name]

@@ -703,7 +703,7 @@ READ_TOOLS = [name for name, tool in m.TOOLS.items() if tool.annotations["readOn
 
 
 def test_tool_profiles_split_as_expected():
-    assert len(WRITE_TOOLS) == 15 and len(READ_TOOLS) == 20
+    assert len(WRITE_TOOLS) == 15 and len(READ_TOOLS) == 21
 
 
 @pytest.mark.parametrize("name", WRITE_TOOLS)

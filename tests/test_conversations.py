@@ -1,0 +1,393 @@
+"""Beyond the 36: a whole conversation in one call, the triage view, quoted history, and replies that thread.
+
+Run against the fake Missive's realistic 12-message thread (tests/fixtures/thread/) and its 50-conversation inbox,
+and against strict `responses` mocks where exact shapes are checked by hand-written expectations.
+"""
+
+import asyncio
+import json
+
+import pytest
+
+import missive_mcp as m
+from conftest import API, TOKEN, call, make_config, text
+from fake_missive import THREAD, THREAD_ID, FakeMissive
+
+# One distinctive sentence of each message's own text, oldest first (read off the fixtures by hand).
+NEW_TEXT = [
+    "six tents have cracked pole sections",
+    "Could you send me the lot number",
+    "five are lot RL-2405-118",
+    "Both lots come from the same supplier batch",
+    "We have 9 complete pole sets",
+    "My replies are inline below in blue",
+    "Marcus shipped the six pole sets at 13:10",
+    "Could you send a credit note for the express freight",
+    "ask billing this morning",
+    "The credit note CN-7702-01 for EUR 38.50 is attached",
+    "one bag contains the poles of the Ridgeline 3P",
+    "we really need the last 4P pole set by Wednesday 31 July",
+]
+COMMENT = "Hanna in billing is on it, reference INV-2024-0815."
+POST = "Order #7702 partially refunded: EUR 38.50 (express freight), credit note CN-7702-01"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeMissive() as server:
+        yield server
+
+
+@pytest.fixture
+def run(fake):
+    """Call a tool against the fake with a fresh client; returns (result, parsed JSON or None)."""
+    made = []
+
+    def invoke(tool, args, **config):
+        cfg = m.Config(token=fake.token, api_url=fake.url, **config)
+        client = m.MissiveClient(cfg, backoff_base=0.0)
+        made.append(client)
+        result = asyncio.run(m.call_tool(cfg, client, tool, args))
+        try:
+            return result, json.loads(text(result))
+        except ValueError:
+            return result, None
+
+    yield invoke
+    for client in made:
+        client.close()
+
+
+def read(run, **args):
+    result, data = run("missive_read_conversation", {"conversation_id": THREAD_ID, **args})
+    assert not result.is_error, text(result)
+    return data
+
+
+# ---- missive_read_conversation --------------------------------------------------------------------------------------
+
+def test_read_conversation_is_one_call_with_every_entry_in_time_order(fake, run):
+    fake.reset()
+    data = read(run)
+    timeline = data["timeline"]
+    assert [entry["kind"] for entry in timeline].count("message") == 12
+    assert [entry["kind"] for entry in timeline].count("comment") == 11
+    assert [entry["kind"] for entry in timeline].count("post") == 3
+    assert [entry["at"] for entry in timeline] == sorted(entry["at"] for entry in timeline)
+    assert all(entry["at"].endswith("Z") and "T" in entry["at"] for entry in timeline)
+    whole = text_of(data)
+    for sentence in NEW_TEXT:
+        assert sentence in whole, sentence
+    assert COMMENT in whole and POST in whole
+    assert "next_page" not in data and "omitted" not in data  # it all fit
+    header = data["conversation"]
+    assert header["id"] == THREAD_ID and header["url"].endswith(THREAD_ID)
+    assert header["labels"] == ["Warranty", "VIP"] and header["team"] == "Returns"
+    first = timeline[0]
+    assert first["from"] == "Mei Lin <mei.lin@alpinesupply.example>"
+    assert first["to"] == ["Returns <returns@northwind.test>"]
+    assert first["attachments"][2] == "packing_slip_7702.pdf (application/pdf, 86 KB)"
+    # conversation, messages (2 pages), comments (2 pages), posts, one batch read of the bodies
+    routes = [(r.method, r.route.split("?")[0]) for r in fake.received()]
+    assert routes.count(("GET", f"/messages/{','.join(e['id'] for e in timeline if e['kind'] == 'message')}")) == 1
+    assert len(routes) <= 7 and all(method == "GET" for method, _ in routes)
+
+
+def text_of(data) -> str:
+    return "\n".join(entry.get("text", "") for entry in data["timeline"])
+
+
+def test_read_conversation_drops_only_quoted_history_whose_source_it_shows(run):
+    data = read(run)
+    messages = [entry for entry in data["timeline"] if entry["kind"] == "message"]
+    whole = text_of(data)
+    for sentence in NEW_TEXT[6:]:  # each later message's own words appear once: no reply repeats them
+        assert whole.count(sentence) == 1, sentence
+    dropped = [entry for entry in messages if "[quoted history omitted: it repeats the message of" in entry["text"]]
+    assert len(dropped) >= 9
+    inline = messages[5]["text"]  # Mei answered inside the quote: that quote is not mere history, so it stays
+    assert "[Mei] Yes please, option 1" in inline and "quoted history omitted" not in inline
+    forward = messages[6]["text"]  # a forwarded mail from outside the thread stays
+    assert "Forwarded message" in forward and "We confirm receipt of your damage claim FL-448812" in forward
+    plain = messages[4]["text"]  # plain-text "> " quoting with the signature under the quote
+    assert "> Thanks Julien" not in plain and "Warehouse & fulfilment" in plain
+
+
+def test_read_conversation_never_cuts_silently_and_next_page_reads_the_rest(run):
+    seen, pages, args = [], 0, {"max_chars": 4000}
+    while True:
+        data = read(run, **args)
+        pages += 1
+        assert len(m._compact(data["timeline"])) <= 4000 + 3000  # the budget, give or take one entry
+        seen = [entry["id"] for entry in data["timeline"]] + seen
+        if "next_page" not in data:
+            assert "omitted" not in data
+            break
+        assert "call again with next_page" in data["omitted"]
+        args = {key: value for key, value in data["next_page"].items() if key != "conversation_id"}
+        assert pages < 20
+    assert pages > 2
+    assert set(seen) == set(read(run)["timeline"][i]["id"] for i in range(26))  # nothing was skipped
+
+
+def test_read_conversation_cuts_a_long_body_and_says_how_to_read_it(fake, run):
+    body = "<p>" + " ".join(f"word{n}" for n in range(30000)) + "</p>"
+    conversation = fake.data["conversations"][0]["id"]
+    message = fake.add_message(body, conversation_id=conversation)
+    result, data = run("missive_read_conversation", {"conversation_id": conversation, "include": ["messages"]})
+    assert not result.is_error, text(result)
+    entry = next(entry for entry in data["timeline"] if entry["id"] == message)
+    assert len(entry["text"]) < 12000
+    assert "more characters cut at 10,000 characters; missive_get_message reads it whole]" in entry["text"]
+
+
+def test_read_conversation_with_a_subset_reads_only_those_kinds(fake, run):
+    fake.reset()
+    data = read(run, include=["comments"])
+    assert {entry["kind"] for entry in data["timeline"]} == {"comment"}
+    assert not any("/messages" in r.route or "/posts" in r.route for r in fake.received())
+
+
+def test_read_conversation_fails_as_a_whole_when_a_read_fails(fake, run):
+    fake.inject("500", times=3, path_prefix=f"/conversations/{THREAD_ID}/comments")
+    result, _ = run("missive_read_conversation", {"conversation_id": THREAD_ID})
+    assert result.is_error
+    assert text(result).startswith("Missive API error 500: ")
+
+
+def test_read_conversation_refuses_an_id_from_a_hostile_answer(api):
+    """A message id from Missive's answer goes into a URL path: it is checked like the model's own ids."""
+    api.get(f"{API}/conversations/c1", json={"conversations": [{"id": "c1", "subject": "Hi"}]})
+    api.get(f"{API}/conversations/c1/messages", json={"messages": [
+        {"id": "../../hooks", "delivered_at": 100}, {"id": "ok-1", "delivered_at": 90}]})
+    result = call("missive_read_conversation", {"conversation_id": "c1", "include": ["messages"]})
+    assert result.is_error
+    assert "an id that is not valid" in text(result)
+    assert all("hooks" not in c.request.url for c in api.calls)
+
+
+def test_a_step_can_only_get_the_routes_its_row_declares():
+    call_ = m.Call(make_config(), None, m.TOOLS["missive_create_draft"], {}, {}, 0.0)
+    with pytest.raises(AssertionError, match="does not declare"):
+        asyncio.run(call_.get("GET /conversations/{conversation_id}", conversation_id="c1"))
+    assert "GET /messages/{message_ids}" in m.TOOLS["missive_create_draft"].reads
+
+
+# ---- quoted history ---------------------------------------------------------------------------------------------------
+
+SPLITS = {  # text -> (new text, quoted history)
+    "gmail": ("Thanks!\n\nOn Mon, 3 Jun 2024 at 10:02, Ann <ann@x.test> wrote:\n\n> Photos?\n>\n> Ann",
+              "Thanks!", "On Mon, 3 Jun 2024 at 10:02, Ann <ann@x.test> wrote:\n\n> Photos?\n>\n> Ann"),
+    "gmail_wrapped_attribution": ("Ok\n\nOn Mon, 3 Jun 2024 at 10:02, Ann Example <ann@example.test>\nwrote:\n> Hi",
+                                  "Ok", "On Mon, 3 Jun 2024 at 10:02, Ann Example <ann@example.test>\nwrote:\n> Hi"),
+    "french": ("Merci\n\nLe lun. 3 juin 2024 à 10:02, Ann <a@x.test> a écrit :\n> Bonjour", "Merci",
+               "Le lun. 3 juin 2024 à 10:02, Ann <a@x.test> a écrit :\n> Bonjour"),
+    "outlook_quoted_header": ("Sure\n\n> From: Ann <a@x.test>\n> Sent: Monday\n>\n> Lunch?", "Sure",
+                              "> From: Ann <a@x.test>\n> Sent: Monday\n>\n> Lunch?"),
+    "outlook_plain": ("Sure\n\n-----Original Message-----\nFrom: Ann\nSent: Monday\nTo: Bob\n\nLunch?", "Sure",
+                      "-----Original Message-----\nFrom: Ann\nSent: Monday\nTo: Bob\n\nLunch?"),
+    "signature_under_quote": ("Yes\n\nOn Mon, Ann wrote:\n> Q\n\n--\nBob\nWarehouse", "Yes\n\n--\nBob\nWarehouse",
+                              "On Mon, Ann wrote:\n> Q"),
+    "inline_answers": ("> Q1\nA1\n> Q2\nA2", "> Q1\nA1\n> Q2\nA2", ""),
+    "no_quote": ("Just text\nand more", "Just text\nand more", ""),
+    "forward_is_not_history": ("FYI\n\n---------- Forwarded message ---------\nFrom: Claims <c@x.test>\nDate: "
+                               "Tue\nSubject: Claim\n\nDear customer", None, None),
+}
+
+
+@pytest.mark.parametrize("name", SPLITS)
+def test_split_quoted_history(name):
+    source, new, history = SPLITS[name]
+    got_new, got_history = m.split_quoted_history(source)
+    if new is None:  # a forward is kept whole, as new text
+        assert got_new == source and got_history == ""
+    else:
+        assert (got_new, got_history) == (new, history)
+
+
+def test_split_quoted_history_is_linear_on_hostile_text():
+    """Many attribution-like lines and quote markers: each line is looked at a bounded number of times."""
+    hostile = ("On " + "x" * 290 + " wrote:\n>\n") * 20000
+    ordinary = ("Some ordinary words in a line of a long message.\n") * (len(hostile) // 48)
+    import time
+
+    def cost(text):
+        started = time.perf_counter()
+        m.split_quoted_history(text)
+        return time.perf_counter() - started
+
+    assert cost(hostile) < 20 * max(cost(ordinary), 0.01)
+
+
+def test_get_message_can_drop_quoted_history(api):
+    body = ('<div>Thanks, that works.</div><div class="gmail_quote"><div class="gmail_attr">On Mon, 3 Jun 2024 at '
+            '10:02, Ann &lt;ann@x.test&gt; wrote:<br></div><blockquote class="gmail_quote">Can you send photos?'
+            '</blockquote></div>')
+    for _ in range(2):
+        api.get(f"{API}/messages/m1", json={"messages": {"id": "m1", "body": body}})
+    kept = json.loads(text(call("missive_get_message", {"message_ids": ["m1"]})))["messages"]["body"]
+    dropped = json.loads(text(call("missive_get_message", {"message_ids": ["m1"], "quoted_history": "drop"})))
+    assert "> Can you send photos?" in kept  # default: as today
+    assert dropped["messages"]["body"] == ("Thanks, that works.\n[quoted history omitted (3 lines); quoted_history:"
+                                           " keep shows it]")
+
+
+def test_quoted_history_drop_needs_text_bodies(api):
+    result = call("missive_get_message", {"message_ids": ["m1"], "quoted_history": "drop", "body_format": "html"})
+    assert result.is_error and "quoted_history: applies to text bodies only" in text(result)
+    assert len(api.calls) == 0
+
+
+# ---- the triage view ----------------------------------------------------------------------------------------------------
+
+LISTED = {
+    "id": "c1", "created_at": 1721900000, "last_activity_at": 1721911800, "subject": None,
+    "latest_message_subject": "Re: Broken hinge on order 5531",
+    "organization": {"id": "org1", "name": "Northwind Outfitters"},
+    "team": {"id": "team1", "name": "Returns", "organization": "org1"}, "color": "warning",
+    "assignees": [{"id": "u1", "name": "Priya Natarajan", "email": "priya@northwind.test", "assigned": True,
+                   "flagged": True, "closed": False}],
+    "assignee_names": "Priya Natarajan", "assignee_emails": "priya@northwind.test",
+    "users": [{"id": "u1", "name": "Priya Natarajan", "email": "priya@northwind.test", "assigned": True,
+               "flagged": True, "closed": False},
+              {"id": "u2", "name": "Marcus Bell", "email": "marcus@northwind.test", "archived": True}],
+    "attachments_count": 2, "messages_count": 4, "drafts_count": 1, "send_later_messages_count": 0,
+    "tasks_count": 2, "completed_tasks_count": 1,
+    "authors": [{"name": "Tomás Ruiz", "address": "tomas.ruiz@example.net"}],
+    "external_authors": [{"name": "Tomás Ruiz", "address": "tomas.ruiz@example.net"}],
+    "shared_labels": [{"id": "l1", "name": "Warranty"}], "shared_label_names": "Warranty", "closed_at": None,
+    "web_url": "https://mail.missiveapp.com/#inbox/conversations/c1",
+    "app_url": "missive://mail.missiveapp.com/#inbox/conversations/c1",
+}
+TRIAGE = {  # written by hand: every fact once, nothing a person triaging needs is lost
+    "id": "c1", "subject": "Re: Broken hinge on order 5531", "last_activity": "2024-07-25T12:50:00Z",
+    "created": "2024-07-25T09:33:20Z", "team": "Returns", "labels": ["Warranty"], "color": "warning",
+    "from": ["Tomás Ruiz <tomas.ruiz@example.net>"], "mine": ["assigned", "flagged"],
+    "people": ["Marcus Bell (archived)"], "counts": "4 messages, 1 draft, 2 attachments, 1/2 tasks done",
+}
+
+
+def test_list_conversations_triage_view_states_each_fact_once(api):
+    api.get(f"{API}/users", json={"users": [{"id": "u1", "name": "Priya Natarajan", "me": True}]})
+    api.get(f"{API}/conversations", json={"conversations": [LISTED, {"id": "g1", "last_activity_at": 1721911000}]})
+    client = m.MissiveClient(make_config(), backoff_base=0.0)
+    try:
+        result = call("missive_list_conversations", {"inbox": True, "limit": 2}, client=client)
+    finally:
+        client.close()
+    data = json.loads(text(result))
+    assert data["conversations"] == [TRIAGE, {"id": "g1", "last_activity": "2024-07-25T12:36:40Z"}]
+    assert data["next_page"] == {"inbox": True, "limit": 2, "until": 1721911000}  # still Unix, from Missive's page
+
+
+def test_list_conversations_full_view_is_missives_objects(api):
+    api.get(f"{API}/conversations", json={"conversations": [LISTED]})
+    data = json.loads(text(call("missive_list_conversations", {"inbox": True, "view": "full"})))
+    assert data["conversations"][0]["web_url"] == LISTED["web_url"]
+    assert data["conversations"][0]["assignee_names"] == "Priya Natarajan"
+
+
+def test_triage_of_the_inbox_is_a_quarter_of_missives_page(fake, run):
+    """Every id and subject, at a fraction of the bytes (the benchmark prints the figure)."""
+    import requests
+
+    raw = requests.get(f"{fake.url}/conversations", params={"inbox": "true", "limit": 50},
+                       headers={"Authorization": f"Bearer {fake.token}"}, timeout=10).json()
+    result, data = run("missive_list_conversations", {"inbox": True, "limit": 50})
+    pretty = len(json.dumps(raw, indent=2, ensure_ascii=False).encode())
+    assert len(text(result).encode()) <= 0.25 * pretty
+    assert [c["id"] for c in data["conversations"]] == [c["id"] for c in raw["conversations"]]
+    for listed, shown in zip(raw["conversations"], data["conversations"]):
+        assert shown.get("subject") == (listed.get("subject") or listed.get("latest_message_subject"))
+
+
+def test_conversation_messages_compact_view(api):
+    api.get(f"{API}/conversations/c1/messages", json={"messages": [{
+        "id": "m1", "subject": "Re: Hi", "preview": "Photos", "delivered_at": 1721911800,
+        "from_field": {"name": "Tomás Ruiz", "address": "tomas@example.net"},
+        "to_fields": [{"name": "Returns", "address": "returns@northwind.test"}], "cc_fields": [],
+        "attachments": [{"filename": "hinge.jpg", "media_type": "image", "sub_type": "jpeg", "size": 284113}],
+        "email_message_id": "<a@b>", "references": ["<x@y>"]}]})
+    data = json.loads(text(call("missive_list_conversation_messages", {"conversation_id": "c1"})))
+    assert data["messages"] == [{"id": "m1", "at": "2024-07-25T12:50:00Z", "from": "Tomás Ruiz <tomas@example.net>",
+                                 "to": ["Returns <returns@northwind.test>"], "subject": "Re: Hi",
+                                 "preview": "Photos", "attachments": ["hinge.jpg (image/jpeg, 277 KB)"],
+                                 "email_message_id": "<a@b>"}]
+
+
+# ---- replies that thread ------------------------------------------------------------------------------------------------
+
+ANSWERED = {
+    "id": "m9", "subject": "RE: Re: Damaged tent poles", "email_message_id": "<m9@mail.example>",
+    "references": ["<m1@x>", "<m5@x>"], "conversation": {"id": "conv-7", "subject": None},
+    "from_field": {"name": "Mei Lin", "address": "mei@alpine.example"},
+    "to_fields": [{"name": "Marcus Bell", "address": "marcus@northwind.test"}],
+    "cc_fields": [{"name": "Julien", "address": "julien@alpine.example"},
+                  {"name": "Priya Natarajan", "address": "PRIYA@northwind.test"}],
+}
+ME = {"users": [{"id": "u1", "name": "Priya Natarajan", "email": "priya@northwind.test", "me": True}]}
+
+
+def reply(api, args, answered=ANSWERED, env=None):
+    api.get(f"{API}/messages/m9", json={"messages": answered})
+    api.get(f"{API}/users", json=ME)
+    api.post(f"{API}/drafts", json={"drafts": {"id": "d1", "conversation": "conv-7"}})
+    client = m.MissiveClient(make_config(defaults=env or {}), backoff_base=0.0)
+    try:
+        result = call("missive_create_draft", {"reply_to_message": "m9", "body": "<p>On its way</p>", **args},
+                      make_config(defaults=env or {}), client)
+    finally:
+        client.close()
+    assert not result.is_error, text(result)
+    sent = json.loads(next(c.request.body for c in api.calls if c.request.method == "POST"))["drafts"]
+    return sent, json.loads(text(result))
+
+
+def test_reply_draft_threads_to_the_message_it_answers(api):
+    sent, result = reply(api, {})
+    assert sent == {"body": "<p>On its way</p>", "subject": "Re: Damaged tent poles", "conversation": "conv-7",
+                    "to_fields": [{"address": "mei@alpine.example", "name": "Mei Lin"}],
+                    "references": ["<m1@x>", "<m5@x>", "<m9@mail.example>"]}
+    assert result["reply"]["to"] == ["Mei Lin <mei@alpine.example>"]
+    assert "never sends" in result["reply"]["note"] and "bcc" in result["reply"]["note"]
+    assert "send" not in sent and "send_at" not in sent
+
+
+def test_reply_all_copies_the_others_but_never_the_token_user(api):
+    sent, result = reply(api, {"reply_all": True})
+    assert sent["cc_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"},
+                                 {"address": "julien@alpine.example", "name": "Julien"}]
+    assert result["reply"]["cc"] == ["Marcus Bell <marcus@northwind.test>", "Julien <julien@alpine.example>"]
+
+
+def test_reply_keeps_what_the_caller_gave(api):
+    sent, _ = reply(api, {"reply_all": True, "subject": "Custom", "to_fields": [{"address": "boss@x.test"}],
+                          "cc_fields": [], "references": ["<r@x>"]})
+    assert sent["subject"] == "Custom" and sent["to_fields"] == [{"address": "boss@x.test"}]
+    assert sent["cc_fields"] == [] and sent["references"] == ["<r@x>"]
+    assert "conversation" not in sent  # references were given: they thread it
+
+
+def test_reply_to_our_own_message_goes_to_its_recipients(api):
+    own = {**ANSWERED, "from_field": {"name": "Returns", "address": "returns@northwind.test"}}
+    sent, _ = reply(api, {}, own, env={"FROM_ADDRESS": "returns@northwind.test"})
+    assert sent["to_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"}]
+
+
+@pytest.mark.parametrize("subject, expected", [("Hello", "Re: Hello"), ("Re: Hello", "Re: Hello"),
+                                               ("RE: Re: AW: Hello", "Re: Hello"), ("Re[2]: Hello", "Re: Hello"),
+                                               ("Réunion", "Re: Réunion")])
+def test_reply_subject_never_stacks_prefixes(api, subject, expected):
+    sent, _ = reply(api, {}, {**ANSWERED, "subject": subject})
+    assert sent["subject"] == expected
+
+
+def test_reply_ignores_a_hostile_conversation_id_in_the_answer(api):
+    sent, _ = reply(api, {}, {**ANSWERED, "conversation": {"id": "../../hooks"}})
+    assert "conversation" not in sent and sent["references"][-1] == "<m9@mail.example>"
+
+
+def test_reply_all_without_reply_to_message_is_refused(api):
+    result = call("missive_create_draft", {"reply_all": True, "body": "x"})
+    assert result.is_error and "reply_all: needs reply_to_message" in text(result)
+    assert len(api.calls) == 0
