@@ -441,25 +441,27 @@ class RateBudget:
         self.clock = clock
         self.in_flight = 0
         self.paused_until = 0.0
+        self._lock = threading.Lock()  # counts change in worker threads too
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._queue: deque = deque()  # one asyncio.Event per waiting call, in arrival order
 
     def wait_needed(self) -> float | None:
         """Seconds until a request may start (0 = now), or None while only a finishing request can make room."""
-        now = self.clock()
-        wait = self.paused_until - now
-        if self.in_flight >= self.max_concurrent:
-            return None
-        for limit, span, stamps in self.windows:
-            while stamps and stamps[0] <= now - span:
-                stamps.popleft()
-            excess = len(stamps) + self.in_flight - limit  # this many stamps must expire first
-            if excess >= len(stamps):
+        with self._lock:
+            now = self.clock()
+            wait = self.paused_until - now
+            if self.in_flight >= self.max_concurrent:
                 return None
-            if excess >= 0:
-                wait = max(wait, stamps[excess] + span - now)
-        return max(wait, 0.0)
+            for limit, span, stamps in self.windows:
+                while stamps and stamps[0] <= now - span:
+                    stamps.popleft()
+                excess = len(stamps) + self.in_flight - limit  # this many stamps must expire first
+                if excess >= len(stamps):
+                    return None
+                if excess >= 0:
+                    wait = max(wait, stamps[excess] + span - now)
+            return max(wait, 0.0)
 
     async def acquire(self, max_wait: float) -> None:
         """Wait for room (at most ``max_wait`` seconds), then count one request in flight."""
@@ -484,27 +486,27 @@ class RateBudget:
                     await turn.wait()
                 finally:
                     timer.cancel()
-            self.in_flight += 1
+            with self._lock:
+                self.in_flight += 1
         finally:
             self._queue.remove(turn)
             self._wake_head()  # the next call may fit too, or must now start watching the clock
 
     def release(self) -> None:
         """Count a finished request from now on; safe to call from a worker thread."""
+        with self._lock:
+            now = self.clock()
+            for _limit, _span, stamps in self.windows:
+                stamps.append(now)
+            self.in_flight -= 1
+        # Counted here, in the calling thread: a loop that closes before running a callback cannot lose it.
         if self._loop is not None and threading.get_ident() != self._loop_thread:
             try:
-                self._loop.call_soon_threadsafe(self._release)
-                return
+                self._loop.call_soon_threadsafe(self._wake_head)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
-        self._release()
-
-    def _release(self) -> None:
-        now = self.clock()
-        for _limit, _span, stamps in self.windows:
-            stamps.append(now)
-        self.in_flight -= 1
-        self._wake_head()
+        else:
+            self._wake_head()
 
     def _wake_head(self) -> None:
         if self._queue:
