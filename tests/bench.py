@@ -590,6 +590,7 @@ class Bench:
     # ---- result size -----------------------------------------------------------------------------------------
 
     def result_size(self) -> None:
+        """Triage 50 inbox conversations: the compact view against Missive's page pretty-printed."""
         import requests
 
         arguments = {"inbox": True, "limit": 50}
@@ -597,27 +598,81 @@ class Bench:
                                 headers={"Authorization": f"Bearer {TOKEN}"}, timeout=(5, WAIT))
         response.raise_for_status()
         api = response.json()
+        listed = api.get("conversations", [])
         pretty = len(json.dumps(api, indent=2).encode("utf-8"))
         compact = compact_bytes(api)
-        sizes = []
+        sizes, full_sizes, missing = [], [], []
         with self.server("module", self.fake) as proc:
-            for _ in range(self.n_size_runs):
-                _, message = proc.call_tool("missive_list_conversations", arguments)
+            for view, out in (("compact", sizes), ("full", full_sizes)):
+                for _ in range(self.n_size_runs):
+                    _, message = proc.call_tool("missive_list_conversations", {**arguments, "view": view})
+                    ok, text = tool_outcome(message)
+                    if not ok:
+                        raise RuntimeError(f"missive_list_conversations failed: {text[:300]}")
+                    out.append(len(text.encode("utf-8")))
+                    if view == "compact":
+                        shown = {c.get("id"): c for c in json.loads(text).get("conversations", [])}
+                        missing = [c["id"] for c in listed if c["id"] not in shown or shown[c["id"]].get("subject")
+                                   != (c.get("subject") or c.get("latest_message_subject"))]
+        value = 100 * median(sizes) / pretty
+        self.add("triage_pct", "triage 50 inbox conversations", value, "%", 100 * median(full_sizes) / pretty, 25,
+                 value <= 25 and not missing, target_text="<= 25 % of pretty API JSON, every id and subject",
+                 value_text=f"{value:.1f} % ({median(sizes):,} B)",
+                 floor_text=f"{100 * median(full_sizes) / pretty:.1f} % (view full)",
+                 notes=[f"missive_list_conversations {json.dumps(arguments)} -> {len(listed)} conversations; "
+                        f"compact view {median(sizes):,} B vs the same API answer (fetched directly) pretty-printed "
+                        f"with json.dumps(indent=2) {pretty:,} B; compact re-serialisation {compact:,} B",
+                        "reference: view full (Missive's objects with empty values dropped, the 36 tools' result) "
+                        f"= {median(full_sizes):,} B",
+                        f"ids or subjects missing from the compact view: {len(missing)}"],
+                 result_bytes=median(sizes), pretty_bytes=pretty, full_bytes=median(full_sizes))
+
+    def thread_read(self) -> None:
+        """Read a 12-message thread with its comments and posts: one call against the 36 tools' call sequence."""
+        from fake_missive import THREAD_ID
+        from test_conversations import NEW_TEXT  # one sentence of each message's own text, read off the fixtures
+
+        sequence = [("missive_get_conversation", {"conversation_id": THREAD_ID})]
+        with self.server("module", self.fake) as proc:
+            def call(name, arguments):
+                _, message = proc.call_tool(name, arguments)
                 ok, text = tool_outcome(message)
                 if not ok:
-                    raise RuntimeError(f"missive_list_conversations failed: {text[:300]}")
-                sizes.append(len(text.encode("utf-8")))
-        value = 100 * median(sizes) / pretty
-        self.add("result_size_pct", "list_conversations result size", value, "%", 100 * compact / pretty, 55,
-                 value <= 55, target_text="<= 55 % of pretty API JSON",
-                 value_text=f"{value:.1f} % ({median(sizes):,} B)",
-                 floor_text=f"{100 * compact / pretty:.1f} % (compact)",
-                 notes=[f"missive_list_conversations {json.dumps(arguments)} -> {len(api.get('conversations', []))}"
-                        f" conversations; result text {median(sizes):,} B vs the same API answer (fetched "
-                        f"directly) pretty-printed with json.dumps(indent=2) {pretty:,} B",
-                        f"floor/reference: the API answer merely re-serialised compact (separators, "
-                        f"ensure_ascii=False) = {compact:,} B"],
-                 result_bytes=median(sizes), pretty_bytes=pretty, compact_bytes=compact)
+                    raise RuntimeError(f"{name} failed: {text[:300]}")
+                return text
+
+            old_texts = [call(*sequence[0])]
+            ids = []
+            for kind, key in (("messages", "messages"), ("comments", "comments"), ("posts", "posts")):
+                arguments = {"conversation_id": THREAD_ID, **({"view": "full"} if kind == "messages" else {})}
+                while arguments:
+                    text = call(f"missive_list_conversation_{kind}", arguments)
+                    sequence.append((f"missive_list_conversation_{kind}", arguments))
+                    old_texts.append(text)
+                    data = json.loads(text)
+                    if kind == "messages":
+                        ids += [item["id"] for item in data.get(key, [])]
+                    arguments = data.get("next_page")
+            ids = list(dict.fromkeys(ids))
+            sequence.append(("missive_get_message", {"message_ids": ids}))
+            old_texts.append(call(*sequence[-1]))
+            new_text = call("missive_read_conversation", {"conversation_id": THREAD_ID})
+        old_bytes = sum(len(text.encode("utf-8")) for text in old_texts)
+        new_bytes = len(new_text.encode("utf-8"))
+        timeline = "\n".join(entry.get("text", "") for entry in json.loads(new_text)["timeline"])
+        missing = [sentence for sentence in NEW_TEXT if sentence not in timeline]
+        value = 100 * new_bytes / old_bytes
+        self.add("thread_read_pct", "read a 12-message thread", value, "%", None, 35,
+                 value <= 35 and not missing, target_text="1 call, <= 35 % of the bytes, every message's text",
+                 value_text=f"1 call, {value:.1f} % ({new_bytes:,} B)",
+                 floor_text=f"{len(sequence)} calls, {old_bytes:,} B",
+                 notes=[f"missive_read_conversation on the fake's thread ({len(ids)} messages, with comments and "
+                        f"posts) -> {new_bytes:,} B in one call",
+                        "reference: the 36 tools' sequence " + ", ".join(name.removeprefix("missive_")
+                                                                       for name, _ in sequence)
+                        + f" -> {len(sequence)} calls, {old_bytes:,} B (lists in view full, as the 36 tools answered)",
+                        f"messages whose own text is missing from the timeline: {len(missing)}"],
+                 calls=1, reference_calls=len(sequence), result_bytes=new_bytes, reference_bytes=old_bytes)
 
     # ---- message read ----------------------------------------------------------------------------------------
 
@@ -743,7 +798,8 @@ class Bench:
         self.guarded("call_latency_ms", "per-call latency", self.latency)
         for n in (60, 300):
             self.guarded(f"throughput_{n}_ms", f"throughput, {n} calls at once", lambda n=n: self.throughput(n))
-        self.guarded("result_size_pct", "list_conversations result size", self.result_size)
+        self.guarded("triage_pct", "triage 50 inbox conversations", self.result_size)
+        self.guarded("thread_read_pct", "read a 12-message thread", self.thread_read)
         self.guarded("message_text_pct", "get_message text vs html", self.message_read)
         self.guarded("memory_growth_mb", "memory growth", self.memory)
 
