@@ -40,3 +40,38 @@ def test_environment_table_lists_every_variable():
 def test_readme_never_shows_a_token_on_a_command_line():
     for command in re.findall(r"```sh\n(.*?)\n```", README, re.S):
         assert "MISSIVE_API_TOKEN=missive_pat" not in command
+
+
+def _commands() -> list[str]:
+    """Every command line of the README's sh blocks and inline code that runs this server."""
+    blocks = re.findall(r"```sh\n(.*?)\n```", README, re.S)
+    inline = re.findall(r"`([^`\n]*(?:missive-mcp|missive_mcp\.py)[^`\n]*)`", README)
+    return [line for block in blocks for line in block.splitlines()] + inline
+
+
+def test_readme_commands_use_the_venv_or_the_console_script():
+    """A bare `python` after the venv install is a ModuleNotFoundError waiting to happen."""
+    for block in re.findall(r"```sh\n(.*?)\n```", README, re.S):
+        for command in re.split(r"&&|\n", block):
+            words = command.split()
+            if words and re.fullmatch(r"python3?(\.\d+)?", words[0]):
+                assert words[1:3] == ["-m", "venv"], command  # only creating the venv uses the system python
+
+
+def test_every_flag_the_readme_shows_exists():
+    import subprocess
+    import sys
+
+    shown = {flag for command in _commands() if "missive" in command
+             for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]+", command)}
+    assert {"--check", "--print-config", "--list-tools", "--write-schemas", "--help"} <= shown
+    help_text = subprocess.run([sys.executable, str(ROOT / "missive_mcp.py"), "--help"], capture_output=True,
+                               text=True, timeout=30, check=True).stdout
+    for flag in shown:
+        assert flag in help_text, flag
+
+
+def test_readme_print_config_examples_parse_with_the_clients_it_names():
+    for client in re.findall(r"--print-config (\w[\w-]*)", README):
+        if client != "CLIENT":
+            assert client in m.CLIENTS, client
