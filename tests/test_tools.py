@@ -658,3 +658,45 @@ def test_info_log_has_one_line_per_call_with_status_duration_and_retries_but_no_
     assert re.fullmatch(r"tool=missive_list_contacts status=200 duration_ms=\d+ retries=1", lines[0]), lines[0]
     assert re.fullmatch(r"tool=missive_list_contacts status=- duration_ms=\d+ retries=0", lines[1]), lines[1]
     assert "needle-4711" not in caplog.text and "book-1" not in caplog.text
+
+
+# ---- text from Missive never carries invisible characters, in any result shape ---------------------------------------
+
+# Characters a person cannot see, one of each kind: zero-width, bidi override and isolate, a Unicode tag, the BOM,
+# a soft hyphen, a variation-selector run and a C0 control.
+INVISIBLE = "\u200b\u202e\u2066\U000E0041\ufeff\u00ad\ufe0f\ufe0f\U000E0101\x1b"
+
+
+def _plant(value):
+    """Every string of a reply (keys too) with the invisible characters inside it."""
+    if isinstance(value, str):
+        return value[:1] + INVISIBLE + value[1:]
+    if isinstance(value, dict):
+        return {_plant(key): _plant(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plant(item) for item in value]
+    return value
+
+
+VIEWS = [pytest.param(case, view, id=f"{_case_id(case)}-{view}") for case in CASES
+         for view in (("compact", "full") if m.TOOLS[case[0]].view is not None else (None,))]
+
+
+@pytest.mark.parametrize("case, view", VIEWS)
+def test_no_invisible_character_reaches_the_model_in_any_result(api, case, view):
+    tool_name, args, env, method, path, _query, _body = case
+    if view is not None:
+        args = {**args, "view": view}
+    api.add(method, API + path, json=_plant(reply_for(tool_name, args)), status=201 if method == "POST" else 200)
+    result = call(tool_name, args, make_config(defaults=env))
+    assert not result.is_error, text(result)
+    shown = text(result)
+    assert not any(c in shown for c in INVISIBLE if c != "\ufe0f"), [c for c in INVISIBLE if c in shown]
+    assert "\ufe0f\ufe0f" not in shown  # a run of variation selectors (data smuggling) never survives
+
+
+def test_no_invisible_character_reaches_the_model_in_an_error(api):
+    api.add("GET", f"{API}/users", status=422, json={"error": f"bad{INVISIBLE}value"})
+    shown = text(call("missive_list_users", {}))
+    assert not any(c in shown for c in INVISIBLE), shown
+    assert '"badvalue"' in shown
