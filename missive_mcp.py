@@ -1034,7 +1034,8 @@ def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, dict, l
         problems.extend(_describe(error, tool))
     work = _normalise(passed, tool.schema)  # a private copy the rules may fill
     for rule in tool.rules:
-        problems.extend(rule(work, config))
+        if rule.check is not None:
+            problems.extend(rule.check(work, config))
     problems.extend(_path_problems(tool, work))
     unique = list(dict.fromkeys(problems))
     if len(unique) > MAX_PROBLEMS:
@@ -1101,6 +1102,17 @@ def _path_problems(tool: Tool, args: dict) -> list[str]:
             if isinstance(value, str) and not _ID_RE.fullmatch(value)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One rule of a table row: a check after the schema (it may fill a MISSIVE_DEFAULT_* value), a change to what
+    is sent, or keys refused with a reason. ``says`` is its line in the row's schemas/<tool>.json snapshot."""
+
+    says: str
+    check: Callable | None = None   # (arguments, config) -> problems; may fill the arguments
+    adjust: Callable | None = None  # (query or body) -> query or body, before any envelope
+    refuses: tuple = ()             # undeclared keys refused by name, with ``says`` as the reason
+
+
 def _items(args: dict, list_name: str | None):
     """(location prefix, object) pairs a rule applies to: the arguments themselves, or each item of a list."""
     if list_name is None:
@@ -1119,13 +1131,14 @@ def _default(defaults: dict, key: str, loc: str) -> tuple[str | None, str | None
     return value, None
 
 
-def fill(name: str, key: str, *, needed=True, inject: bool = True, items: str | None = None, unless: tuple = ()):
+def fill(name: str, key: str, *, needed=True, inject: bool = True, items: str | None = None, unless: tuple = (),
+         when: str = "") -> Rule:
     """Rule: fill an absent ``name`` from MISSIVE_DEFAULT_<key> and report it when it is still missing but needed.
 
     ``needed`` is True (always required), False (optional), or a function of the arguments returning the names
-    that make it required (E2, E3); ``inject=False`` fills it only when needed (E4 applies to creates only).
+    that make it required (E2, E3), described by ``when``; ``inject=False`` fills it only when needed (E4).
     """
-    def rule(args, config):
+    def check(args, config):
         problems = []
         for prefix, obj in _items(args, items):
             if name in obj or any(other in obj for other in unless):
@@ -1143,7 +1156,11 @@ def fill(name: str, key: str, *, needed=True, inject: bool = True, items: str | 
                 why = f" with {' / '.join(reasons)}" if isinstance(reasons, list) else ""
                 problems.append(f"{loc}: is required{why} (pass it or set MISSIVE_DEFAULT_{key})")
         return problems
-    return rule
+    where = f"{items}[].{name}" if items else name
+    need = {True: "required; ", False: ""}.get(needed, f"required {when}; ")
+    source = f"MISSIVE_DEFAULT_{key}" + ("" if inject else " only then")
+    return Rule(f"{where}: {need}when absent{' (and ' + ' / '.join(unless) + ' is absent)' if unless else ''}, "
+                f"filled from {source}", check=check)
 
 
 def _nonempty(obj: dict, *names) -> list[str]:
@@ -1153,14 +1170,14 @@ def _nonempty(obj: dict, *names) -> list[str]:
 def conversation_ops(*, inject: bool, items: str | None = None) -> tuple:
     """Rules for the conversation-state fields: organization rule (E2), team rule (E3), injection on create (E4)."""
     return (fill("organization", "ORGANIZATION", inject=inject, items=items,
+                 when="with non-empty add_users, add_assignees, remove_assignees or add_shared_labels",
                  needed=lambda obj: _nonempty(obj, "add_users", "add_assignees", "remove_assignees",
                                               "add_shared_labels")),
-            fill("team", "TEAM", inject=inject, items=items,
+            fill("team", "TEAM", inject=inject, items=items, when="with add_to_team_inbox true",
                  needed=lambda obj: ["add_to_team_inbox"] if obj.get("add_to_team_inbox") is True else []))
 
 
-def draft_sender(args: dict, config: Config) -> list[str]:
-    """Rule: without from_field, a draft is sent as MISSIVE_DEFAULT_FROM_ADDRESS (and _FROM_NAME) when set."""
+def _draft_sender(args: dict, config: Config) -> list[str]:
     defaults = config.defaults
     if "from_field" not in args and defaults.get("FROM_ADDRESS"):
         args["from_field"] = {"address": defaults["FROM_ADDRESS"]}
@@ -1169,9 +1186,13 @@ def draft_sender(args: dict, config: Config) -> list[str]:
     return []
 
 
-def unique_ids(list_name: str, *, match: str | None = None):
+DRAFT_SENDER = Rule("from_field: when absent, {address: MISSIVE_DEFAULT_FROM_ADDRESS, name: MISSIVE_DEFAULT_FROM_NAME} "
+                    "(when those are set)", check=_draft_sender)
+
+
+def unique_ids(list_name: str, *, match: str | None = None) -> Rule:
     """Rule: item ids are unique (I3) and, with ``match``, are exactly the ids of that argument (I4)."""
-    def rule(args, config):
+    def check(args, config):
         problems, seen = [], set()
         listed = args.get(match) if match else None
         listed = listed if isinstance(listed, list) else None
@@ -1190,33 +1211,53 @@ def unique_ids(list_name: str, *, match: str | None = None):
             problems.append(f"{list_name}: has {len(items)} items but {match} has {len(listed)}; "
                             f"give exactly one item per id")
         return problems
-    return rule
+    return Rule(f"{list_name}[].id: each appears once" + (f", and they are exactly the ids in {match}" if match else ""),
+                check=check)
 
 
-def at_most_one(*names: str):
+def at_most_one(*names: str) -> Rule:
     """Rule: the named arguments exclude each other."""
-    def rule(args, config):
+    def check(args, config):
         given = [name for name in names if name in args]
         return [f"{name}: cannot be combined with {given[0]} (use one of {', '.join(names)})" for name in given[1:]]
-    return rule
+    return Rule(f"at most one of {', '.join(names)}", check=check)
 
 
-def need_one(message: str, test: Callable[[dict], bool], items: str | None = None, loc: str = ""):
+def need_one(message: str, test: Callable[[dict], bool], items: str | None = None, loc: str = "") -> Rule:
     """Rule: ``test`` must hold for the arguments (or for each item); otherwise ``message``."""
-    def rule(args, config):
+    def check(args, config):
         return [f"{_at(prefix, loc) if loc else (prefix or 'arguments')}: {message}"
                 for prefix, obj in _items(args, items) if not test(obj)]
-    return rule
+    where = _at(f"{items}[]" if items else "", loc) if loc else (f"{items}[]" if items else "arguments")
+    return Rule(f"{where}: {message}", check=check)
+
+
+def rename(argument: str, key: str) -> Rule:
+    """Rule: the argument travels under another key in the body."""
+    return Rule(f"{argument} is sent as {key}",
+                adjust=lambda data: {(key if name == argument else name): value for name, value in data.items()})
+
+
+def only_when_true(*names: str) -> Rule:
+    """Rule: these booleans are sent only when true (Missive reads a false mailbox filter as a filter)."""
+    return Rule(f"{', '.join(names)}: sent only when true",
+                adjust=lambda data: {key: value for key, value in data.items()
+                                     if key not in names or value is True})
+
+
+def refuse(reason: str, *keys: str) -> Rule:
+    """Rule: keys outside the schema that get their own reason instead of "unknown argument"."""
+    return Rule(f"refused: {', '.join(keys)}: {reason}", refuses=keys)
 
 
 def no_remote_content(html_fields: tuple = (), url_fields: tuple = (), markdown_fields: tuple = (),
-                      items: str | None = None):
+                      items: str | None = None) -> Rule:
     """Rule: refuse what would make Missive or a mail client fetch a remote resource just by displaying it.
 
     HTML (and Markdown) may link to anything, since a link needs a click, but may load only inline data: and
     cid: images; icon and image URL fields may hold only data: URLs. MISSIVE_ALLOW_REMOTE_CONTENT=1 lifts this.
     """
-    def rule(args, config):
+    def check(args, config):
         if config.allow_remote:
             return []
         problems = []
@@ -1230,7 +1271,10 @@ def no_remote_content(html_fields: tuple = (), url_fields: tuple = (), markdown_
                 if isinstance(value, str) and value.strip() and not _inline_url(value):
                     problems.append(f"{_at(prefix, name)}: {REMOTE_REFUSED.format('a remote URL')}")
         return problems
-    return rule
+    fields = ", ".join(f"{items}[].{name}" if items else name for name in html_fields + markdown_fields + url_fields)
+    return Rule(f"{fields}: nothing fetched on display (remote images, CSS url()/@import, Markdown images, icon "
+                "URLs) unless MISSIVE_ALLOW_REMOTE_CONTENT=1; links and inline data:/cid: images are fine",
+                check=check)
 
 
 REMOTE_REFUSED = ("{} would be fetched when this is displayed, which can leak data without anything being sent; "
@@ -2296,7 +2340,7 @@ def html_to_text(html_source: str) -> str:
 
 @dataclasses.dataclass
 class Call:
-    """One tool call in progress: what a row's prepare and run steps read and fill."""
+    """One tool call in progress: what a row's steps read and fill."""
 
     config: Config
     client: MissiveClient
@@ -2321,10 +2365,10 @@ class Call:
         return reply.data
 
 
-def reads(*routes: str):
-    """Mark a prepare or run step with the routes it may GET (Call.get refuses any other)."""
+def reads(*routes: str, answers: bool = False):
+    """Mark a step with the routes it may GET (Call.get refuses any other) and whether it answers the call."""
     def mark(step):
-        step.reads = routes
+        step.reads, step.answers = routes, answers
         return step
     return mark
 
@@ -2439,7 +2483,7 @@ TIMELINE_PAGES = 4  # list pages of 10 read per kind and call, at most: the bodi
 
 
 @reads("GET /conversations/{conversation_id}", *(route for route, _key, _field in TIMELINE_KINDS.values()),
-       "GET /messages/{message_ids}")
+       "GET /messages/{message_ids}", answers=True)
 async def read_conversation(call: Call) -> str:
     """Run: a conversation as one timeline of its messages, comments and posts in time order, newest that fit.
 
@@ -2607,24 +2651,30 @@ class Tool:
     description: str
     params: dict            # JSON Schema properties
     required: tuple = ()
-    rules: tuple = ()       # per-tool checks run after the schema (they may fill env defaults)
-    envelope: str | None = None   # body key; a batch tool's list argument carries the same name
-    rename: tuple = ()      # (argument, body key) pairs
+    rules: tuple = ()       # Rule objects: checks after the schema, changes to what is sent, refused keys
+    steps: tuple = ()       # async steps after validation; they GET only the routes they declare, and one may
+    #                         answer the call itself (a composite read)
+    envelope: str | None = None   # the body is {envelope: arguments}
     ids_from: str | None = None   # the {ids} of the path are the ids of this list's items
     paging: tuple | None = None   # ("offset" | "cursor", list key, default limit, cursor field)
     local: tuple = ()       # arguments used here to shape the result, never sent
-    true_only: tuple = ()   # booleans sent only when true
-    refused: dict = dataclasses.field(default_factory=dict)  # keys outside the schema with a specific reason
     bodies: str | None = None  # result key whose items carry HTML email bodies to shape
     view: Callable | None = None  # the compact view of a result (data, token user's id); view: "full" skips it
-    prepare: tuple = ()     # async steps run before the request; they may GET the routes they declare
-    run: Callable | None = None  # an async step that answers the call itself from several GETs
 
     @property
     def reads(self) -> tuple:
         """Every route this tool may request: its own and those its steps declare."""
-        steps = (*self.prepare, *((self.run,) if self.run else ()))
-        return tuple(dict.fromkeys([self.route, *(route for step in steps for route in step.reads)]))
+        return tuple(dict.fromkeys([self.route, *(route for step in self.steps for route in step.reads)]))
+
+    @property
+    def composite(self) -> bool:
+        """Whether a step answers the call itself from several GETs (instead of the row's one request)."""
+        return any(step.answers for step in self.steps)
+
+    @property
+    def refused(self) -> dict:
+        """Undeclared keys refused by name, with their reason."""
+        return {key: rule.says.partition(": ")[2].partition(": ")[2] for rule in self.rules for key in rule.refuses}
 
     @property
     def method(self) -> str | None:
@@ -2786,253 +2836,267 @@ def _route_sub_lists():
     for suffix, field, note in (("messages", "delivered_at", " Excludes drafts; no bodies (use missive_get_message)."),
                                 ("comments", "created_at", ""), ("drafts", "delivered_at", ""),
                                 ("posts", "created_at", "")):
-        rows.append(Tool(
-            f"missive_list_conversation_{suffix}", f"List a conversation's {suffix}", "READ",
-            f"GET /conversations/{{conversation_id}}/{suffix}",
-            f"A conversation's {suffix}, newest first; page with until.{note}",
-            {"conversation_id": ID, **SUB_PAGE, **({"view": VIEW} if suffix in ("messages", "drafts") else {})},
-            ["conversation_id"], paging=("cursor", suffix, 10, field), bodies="drafts" if suffix == "drafts" else None,
-            local=("view",) if suffix in ("messages", "drafts") else (),
-            view=compact_messages if suffix == "messages" else compact_drafts if suffix == "drafts" else None))
+        rows.append(Tool(name=f"missive_list_conversation_{suffix}", title=f"List a conversation's {suffix}",
+                         profile="READ", route=f"GET /conversations/{{conversation_id}}/{suffix}",
+                         description=f"A conversation's {suffix}, newest first; page with until.{note}",
+                         params={"conversation_id": ID, **SUB_PAGE, **({"view": VIEW} if suffix in ("messages", "drafts") else {})},
+                         required=["conversation_id"], paging=("cursor", suffix, 10, field),
+                         bodies="drafts" if suffix == "drafts" else None,
+                         local=("view",) if suffix in ("messages", "drafts") else (),
+                         view=compact_messages if suffix == "messages" else compact_drafts if suffix == "drafts" else None))
     return rows
 
 
 TOOL_ROWS = [
     # --- contacts -------------------------------------------------------------------------------------------------
-    Tool("missive_list_contacts", "List contacts", "READ", "GET /contacts",
-         "Contacts of one contact book, optionally searched.",
-         {"contact_book": _d(ID, "Required unless MISSIVE_DEFAULT_CONTACT_BOOK is set"),
-          "search": _d(STR1, "Matches names, emails, phones…"),
-          "order": _d(_enum("last_name", "last_modified"), "API default last_name"), **PAGE,
-          "modified_since": _d(TS, "Only contacts modified after this time"),
-          "include_deleted": _d(BOOL, "With modified_since: deleted ones as {id, deleted, modified_at}")},
+    Tool(name="missive_list_contacts", title="List contacts", profile="READ", route="GET /contacts",
+         description="Contacts of one contact book, optionally searched.",
+         params={"contact_book": _d(ID, "Required unless MISSIVE_DEFAULT_CONTACT_BOOK is set"),
+                 "search": _d(STR1, "Matches names, emails, phones…"),
+                 "order": _d(_enum("last_name", "last_modified"), "API default last_name"), **PAGE,
+                 "modified_since": _d(TS, "Only contacts modified after this time"),
+                 "include_deleted": _d(BOOL, "With modified_since: deleted ones as {id, deleted, modified_at}")},
          rules=(fill("contact_book", "CONTACT_BOOK"),), paging=("offset", "contacts", 50, None)),
-    Tool("missive_get_contact", "Get a contact", "READ", "GET /contacts/{contact_id}",
-         "One contact (a deleted contact is 404).", {"contact_id": ID}, ["contact_id"]),
-    Tool("missive_create_contacts", "Create contacts", "CREATE", "POST /contacts",
-         "Create contacts. Emails and phones go in infos (no flat email/phone fields).",
-         {"contacts": _arr(_obj({"contact_book": ID, **CONTACT}),
-                           minItems=1, maxItems=50)}, ["contacts"],
-         rules=(fill("contact_book", "CONTACT_BOOK", items="contacts"),), envelope="contacts"),
-    Tool("missive_update_contacts", "Update contacts", "DESTRUCTIVE-IDEM", "PATCH /contacts/{ids}",
-         "Change contacts; only given fields change. WARNING: infos and memberships REPLACE the whole array "
-         "(omitted entries are deleted): read, merge, then write.",
-         {"contacts": _arr(_obj({"id": ID, "contact_book": ID, **CONTACT}, ["id"]), minItems=1, maxItems=50)},
-         ["contacts"], rules=(unique_ids("contacts"),), envelope="contacts", ids_from="contacts"),
-    Tool("missive_list_contact_books", "List contact books", "READ", "GET /contact_books",
-         "Contact books you can see (the source of contact_book ids).", dict(PAGE),
-         paging=("offset", "contact_books", 50, None)),
-    Tool("missive_list_contact_groups", "List contact groups", "READ", "GET /contact_groups",
-         "Groups (labels for unrelated contacts) or organizations (companies) of a contact book.",
-         {"contact_book": _d(ID, "Required unless MISSIVE_DEFAULT_CONTACT_BOOK is set"),
-          "kind": _enum("group", "organization"), **PAGE}, ["kind"],
+    Tool(name="missive_get_contact", title="Get a contact", profile="READ", route="GET /contacts/{contact_id}",
+         description="One contact (a deleted contact is 404).",
+         params={"contact_id": ID}, required=["contact_id"]),
+    Tool(name="missive_create_contacts", title="Create contacts", profile="CREATE", route="POST /contacts",
+         description="Create contacts. Emails and phones go in infos (no flat email/phone fields).",
+         params={"contacts": _arr(_obj({"contact_book": ID, **CONTACT}),
+                                  minItems=1, maxItems=50)}, required=["contacts"],
+         rules=(fill("contact_book", "CONTACT_BOOK", items="contacts"),)),
+    Tool(name="missive_update_contacts", title="Update contacts", profile="DESTRUCTIVE-IDEM",
+         route="PATCH /contacts/{ids}",
+         description="Change contacts; only given fields change. WARNING: infos and memberships REPLACE the whole array "
+                     "(omitted entries are deleted): read, merge, then write.",
+         params={"contacts": _arr(_obj({"id": ID, "contact_book": ID, **CONTACT}, ["id"]), minItems=1, maxItems=50)},
+         required=["contacts"], rules=(unique_ids("contacts"),), ids_from="contacts"),
+    Tool(name="missive_list_contact_books", title="List contact books", profile="READ", route="GET /contact_books",
+         description="Contact books you can see (the source of contact_book ids).",
+         params=dict(PAGE), paging=("offset", "contact_books", 50, None)),
+    Tool(name="missive_list_contact_groups", title="List contact groups", profile="READ", route="GET /contact_groups",
+         description="Groups (labels for unrelated contacts) or organizations (companies) of a contact book.",
+         params={"contact_book": _d(ID, "Required unless MISSIVE_DEFAULT_CONTACT_BOOK is set"),
+                 "kind": _enum("group", "organization"), **PAGE}, required=["kind"],
          rules=(fill("contact_book", "CONTACT_BOOK"),), paging=("offset", "contact_groups", 50, None)),
     # --- conversations --------------------------------------------------------------------------------------------
-    Tool("missive_list_conversations", "List conversations", "READ", "GET /conversations",
-         "Conversations of one or more mailboxes, newest activity first. Needs a mailbox: a true boolean or an "
-         "id filter. Guest-only conversations come back as {id, last_activity_at}.",
-         {**{name: BOOL for name in MAILBOXES},
-          "shared_label": ID, "team_inbox": ID, "team_closed": ID, "team_all": ID,
-          "organization": _d(ID, "No effect with shared_label/team_*"),
-          "email": _d(STR1, "Contact address"), "domain": _d(STR1, "Contact domain, no @"),
-          "contact_organization": _d(ID, "Contact organization id"),
-          "limit": {"type": "integer", "minimum": 1, "maximum": 50}, "until": TS, "view": VIEW},
+    Tool(name="missive_list_conversations", title="List conversations", profile="READ", route="GET /conversations",
+         description="Conversations of one or more mailboxes, newest activity first. Needs a mailbox: a true boolean or an "
+                     "id filter. Guest-only conversations come back as {id, last_activity_at}.",
+         params={**{name: BOOL for name in MAILBOXES},
+                 "shared_label": ID, "team_inbox": ID, "team_closed": ID, "team_all": ID,
+                 "organization": _d(ID, "No effect with shared_label/team_*"),
+                 "email": _d(STR1, "Contact address"), "domain": _d(STR1, "Contact domain, no @"),
+                 "contact_organization": _d(ID, "Contact organization id"),
+                 "limit": {"type": "integer", "minimum": 1, "maximum": 50}, "until": TS, "view": VIEW},
          rules=(fill("organization", "ORGANIZATION", needed=False),
                 need_one("at least one mailbox filter is required: one of " + ", ".join(MAILBOXES)
                          + " true, or shared_label / team_inbox / team_closed / team_all",
                          lambda args: any(args.get(n) is True for n in MAILBOXES)
                          or any(n in args for n in MAILBOX_IDS)),
-                at_most_one("email", "domain", "contact_organization")),
-         paging=("cursor", "conversations", 25, "last_activity_at"), true_only=MAILBOXES, local=("view",),
-         view=compact_conversations, prepare=(learn_me,)),
-    Tool("missive_get_conversation", "Get a conversation", "READ", "GET /conversations/{conversation_id}",
-         "One conversation. A merged-away id returns the surviving conversation (another id).",
-         {"conversation_id": ID}, ["conversation_id"]),
-    Tool("missive_read_conversation", "Read a whole conversation", "READ", "GET /conversations/{conversation_id}",
-         "A conversation in one call: its header, then messages (bodies as text, quoted history that repeats an "
-         "earlier entry dropped), comments and posts as one timeline in time order. What does not fit max_chars "
-         "is named and next_page reads it.",
-         {"conversation_id": ID,
-          "include": _d(_arr(_enum("messages", "comments", "posts"), minItems=1, uniqueItems=True),
-                        "Default all three"),
-          "max_chars": _d({"type": "integer", "minimum": 2000, "maximum": 200000}, "Size of the result (default "
-                                                                                   "30000)"),
-          "until": _d(TS, "Only entries at or before this time (next_page sets it)")},
-         ["conversation_id"], local=("include", "max_chars", "until"), run=read_conversation),
-    Tool("missive_update_conversations", "Update conversations", "UPDATE", "PATCH /conversations/{ids}",
-         "Change conversation state without posting or sending: close, reopen, inbox, team, assign, label, "
-         "rename, recolor. One item per id. No archive action (close is nearest; add_to_inbox un-archives).",
-         {"ids": BATCH_IDS,
-          "conversations": _arr(_obj({"id": ID, "subject": _d(STR, "Rename"),
-                                      "color": _d(STR, "HEX or good|warning|danger"),
-                                      "conversation_color": STR, "reopen": BOOL, **CONV_OPS}, ["id"]),
-                                minItems=1, maxItems=50)},
-         ["ids", "conversations"],
-         rules=(unique_ids("conversations", match="ids"), *conversation_ops(inject=False, items="conversations")),
-         envelope="conversations"),
-    Tool("missive_merge_conversations", "Merge two conversations", "DESTRUCTIVE",
-         "POST /conversations/{source_conversation_id}/merge",
-         "Merge source into target: its messages, comments and entries move. Cannot be undone here. Missive may "
-         "keep either id: use the returned one.",
-         {"source_conversation_id": ID, "target_conversation_id": ID, "subject": _d(STR, "New subject")},
-         ["source_conversation_id", "target_conversation_id"],
+                at_most_one("email", "domain", "contact_organization"), only_when_true(*MAILBOXES)),
+         paging=("cursor", "conversations", 25, "last_activity_at"), local=("view",), view=compact_conversations,
+         steps=(learn_me,)),
+    Tool(name="missive_get_conversation", title="Get a conversation", profile="READ",
+         route="GET /conversations/{conversation_id}",
+         description="One conversation. A merged-away id returns the surviving conversation (another id).",
+         params={"conversation_id": ID}, required=["conversation_id"]),
+    Tool(name="missive_read_conversation", title="Read a whole conversation", profile="READ",
+         route="GET /conversations/{conversation_id}",
+         description="A conversation in one call: its header, then messages (bodies as text, quoted history that repeats an "
+                     "earlier entry dropped), comments and posts as one timeline in time order. What does not fit max_chars "
+                     "is named and next_page reads it.",
+         params={"conversation_id": ID,
+                 "include": _d(_arr(_enum("messages", "comments", "posts"), minItems=1, uniqueItems=True),
+                               "Default all three"),
+                 "max_chars": _d({"type": "integer", "minimum": 2000, "maximum": 200000}, "Size of the result (default "
+                                                                                          "30000)"),
+                 "until": _d(TS, "Only entries at or before this time (next_page sets it)")},
+         required=["conversation_id"], local=("include", "max_chars", "until"), steps=(read_conversation,)),
+    Tool(name="missive_update_conversations", title="Update conversations", profile="UPDATE",
+         route="PATCH /conversations/{ids}",
+         description="Change conversation state without posting or sending: close, reopen, inbox, team, assign, label, "
+                     "rename, recolor. One item per id. No archive action (close is nearest; add_to_inbox un-archives).",
+         params={"ids": BATCH_IDS,
+                 "conversations": _arr(_obj({"id": ID, "subject": _d(STR, "Rename"),
+                                             "color": _d(STR, "HEX or good|warning|danger"),
+                                             "conversation_color": STR, "reopen": BOOL, **CONV_OPS}, ["id"]),
+                                       minItems=1, maxItems=50)}, required=["ids", "conversations"],
+         rules=(unique_ids("conversations", match="ids"), *conversation_ops(inject=False, items="conversations"))),
+    Tool(name="missive_merge_conversations", title="Merge two conversations", profile="DESTRUCTIVE",
+         route="POST /conversations/{source_conversation_id}/merge",
+         description="Merge source into target: its messages, comments and entries move. Cannot be undone here. Missive may "
+                     "keep either id: use the returned one.",
+         params={"source_conversation_id": ID, "target_conversation_id": ID, "subject": _d(STR, "New subject")},
+         required=["source_conversation_id", "target_conversation_id"],
          rules=(need_one("must differ from source_conversation_id",
                          lambda args: args.get("source_conversation_id") != args.get("target_conversation_id"),
-                         loc="target_conversation_id"),),
-         rename=(("target_conversation_id", "target"),)),
+                         loc="target_conversation_id"), rename("target_conversation_id", "target"))),
     *_route_sub_lists(),
     # --- messages, drafts, posts ----------------------------------------------------------------------------------
-    Tool("missive_get_message", "Get messages", "READ", "GET /messages/{message_ids}",
-         "Full messages (headers, body, attachments, conversation) by id; one id gives an object, several a list. "
-         "Bodies come as readable text unless body_format is html.",
-         {"message_ids": BATCH_IDS,
-          "body_format": _d(_enum("text", "html"), "text (default): HTML turned into plain text"),
-          "max_body_chars": _d({"type": "integer", "minimum": 1}, "Cut each body after this many characters "
-                                                                  "(default 20000)"),
-          "quoted_history": _d(_enum("keep", "drop"), "drop: leave out the quoted earlier messages of text bodies")},
-         ["message_ids"], local=("body_format", "max_body_chars", "quoted_history"), bodies="messages",
+    Tool(name="missive_get_message", title="Get messages", profile="READ", route="GET /messages/{message_ids}",
+         description="Full messages (headers, body, attachments, conversation) by id; one id gives an object, several a list. "
+                     "Bodies come as readable text unless body_format is html.",
+         params={"message_ids": BATCH_IDS,
+                 "body_format": _d(_enum("text", "html"), "text (default): HTML turned into plain text"),
+                 "max_body_chars": _d({"type": "integer", "minimum": 1}, "Cut each body after this many characters "
+                                                                         "(default 20000)"),
+                 "quoted_history": _d(_enum("keep", "drop"), "drop: leave out the quoted earlier messages of text bodies")},
+         required=["message_ids"], local=("body_format", "max_body_chars", "quoted_history"), bodies="messages",
          rules=(need_one("applies to text bodies only", lambda args: args.get("quoted_history") != "drop"
                          or args.get("body_format", "text") == "text", loc="quoted_history"),)),
-    Tool("missive_list_messages", "Find messages by Message-ID", "READ", "GET /messages",
-         "Messages whose email Message-ID header matches (usually one, up to the latest 10).",
-         {"email_message_id": _d({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NOT_BLANK},
-                                 "e.g. <abc@mail.example.com>")}, ["email_message_id"], bodies="messages"),
-    Tool("missive_create_message", "Create a custom-channel message", "CREATE", "POST /messages",
-         "Record an INCOMING message in a custom channel; never transmits anything (to email someone a person "
-         "sends a draft in Missive).",
-         {"account": _d(ID, "Custom-channel account; required unless MISSIVE_DEFAULT_ACCOUNT is set"),
-          "from_field": PARTY, "to_fields": _arr(PARTY), "cc_fields": _arr(PARTY), "bcc_fields": _arr(PARTY),
-          "subject": STR, "body": STR, "delivered_at": _d(TS, "Default now"),
-          "attachments": _arr(FILE, maxItems=25), "external_id": _d(STR, "Your id for the message"),
-          **CONV_FIELDS, **CONV_OPS},
-         ["from_field"], rules=(fill("account", "ACCOUNT"), *conversation_ops(inject=True),
-                                no_remote_content(html_fields=("body",))), envelope="messages"),
-    Tool("missive_create_draft", "Create a draft (never sends)", "CREATE", "POST /drafts",
-         "Save a draft for a person to review and send in Missive; this server never sends. New conversation, or "
-         "appended via conversation or references.",
-         {"subject": STR, "body": _d(STR, "HTML or text"),
-          "to_fields": _d(_arr(RCPT), "SMS/WhatsApp: one {phone_number}"),
-          "cc_fields": _arr(ADDR), "bcc_fields": _arr(ADDR),
-          "from_field": _d(FROM, "One of your aliases"),
-          "account": _d(ID, "Channel account (custom, live chat, Messenger, Instagram)"),
-          **CONV_FIELDS, "attachments": _arr(FILE, maxItems=25),
-          "quote_previous_message": _d(BOOL, "Quote the previous message (may leak earlier content)"),
-          "reply_to_message": _d(ID, "Reply to this message: conversation, subject, to and references are "
-                                     "filled from it unless given"),
-          "reply_all": _d(BOOL, "With reply_to_message: the other recipients in cc"), **CONV_OPS},
-         rules=(draft_sender, *conversation_ops(inject=True), no_remote_content(html_fields=("body",)),
+    Tool(name="missive_list_messages", title="Find messages by Message-ID", profile="READ", route="GET /messages",
+         description="Messages whose email Message-ID header matches (usually one, up to the latest 10).",
+         params={"email_message_id": _d({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NOT_BLANK},
+                                        "e.g. <abc@mail.example.com>")}, required=["email_message_id"],
+         bodies="messages"),
+    Tool(name="missive_create_message", title="Create a custom-channel message", profile="CREATE",
+         route="POST /messages",
+         description="Record an INCOMING message in a custom channel; never transmits anything (to email someone a person "
+                     "sends a draft in Missive).",
+         params={"account": _d(ID, "Custom-channel account; required unless MISSIVE_DEFAULT_ACCOUNT is set"),
+                 "from_field": PARTY, "to_fields": _arr(PARTY), "cc_fields": _arr(PARTY), "bcc_fields": _arr(PARTY),
+                 "subject": STR, "body": STR, "delivered_at": _d(TS, "Default now"),
+                 "attachments": _arr(FILE, maxItems=25), "external_id": _d(STR, "Your id for the message"),
+                 **CONV_FIELDS, **CONV_OPS}, required=["from_field"],
+         rules=(fill("account", "ACCOUNT"), *conversation_ops(inject=True),
+                no_remote_content(html_fields=("body",))), envelope="messages"),
+    Tool(name="missive_create_draft", title="Create a draft (never sends)", profile="CREATE", route="POST /drafts",
+         description="Save a draft for a person to review and send in Missive; this server never sends. New conversation, or "
+                     "appended via conversation or references.",
+         params={"subject": STR, "body": _d(STR, "HTML or text"),
+                 "to_fields": _d(_arr(RCPT), "SMS/WhatsApp: one {phone_number}"),
+                 "cc_fields": _arr(ADDR), "bcc_fields": _arr(ADDR),
+                 "from_field": _d(FROM, "One of your aliases"),
+                 "account": _d(ID, "Channel account (custom, live chat, Messenger, Instagram)"),
+                 **CONV_FIELDS, "attachments": _arr(FILE, maxItems=25),
+                 "quote_previous_message": _d(BOOL, "Quote the previous message (may leak earlier content)"),
+                 "reply_to_message": _d(ID, "Reply to this message: conversation, subject, to and references are "
+                                            "filled from it unless given"),
+                 "reply_all": _d(BOOL, "With reply_to_message: the other recipients in cc"), **CONV_OPS},
+         rules=(DRAFT_SENDER, *conversation_ops(inject=True), no_remote_content(html_fields=("body",)),
                 need_one("needs reply_to_message", lambda args: not args.get("reply_all")
-                         or "reply_to_message" in args, loc="reply_all")),
-         envelope="drafts", local=("reply_to_message", "reply_all"), prepare=(reply_context,),
-         refused={key: NEVER_SENDS for key in ("send", "send_at", "auto_followup", "external_response_id",
-                                               "external_response_variables")}),
-    Tool("missive_create_post", "Create a post", "DESTRUCTIVE", "POST /posts",
-         "Add a PERMANENT post, visible to everyone with access, that may notify people and cannot be undone here. "
-         "A post REOPENS a closed conversation unless reopen is false. No conversation and no matching references "
-         "creates a new conversation. Needs text, markdown or attachments.",
-         {"text": {"type": "string", "maxLength": 8000}, "markdown": {"type": "string", "maxLength": 8000},
-          "attachments": _arr(POST_ATTACHMENT, maxItems=25),
-          "notification": _obj({"title": STR, "body": STR}, ["title", "body"]),
-          "username": _d(STR, "Author name shown"), "username_icon": _d(STR, "Author avatar URL"),
-          "conversation_icon": _d(STR, "Icon URL"), **CONV_FIELDS,
-          "reopen": _d(BOOL, "false keeps a closed conversation closed"), **CONV_OPS},
+                         or "reply_to_message" in args, loc="reply_all"),
+                refuse(NEVER_SENDS, "send", "send_at", "auto_followup", "external_response_id",
+                       "external_response_variables")), envelope="drafts", local=("reply_to_message", "reply_all"),
+         steps=(reply_context,)),
+    Tool(name="missive_create_post", title="Create a post", profile="DESTRUCTIVE", route="POST /posts",
+         description="Add a PERMANENT post, visible to everyone with access, that may notify people and cannot be undone here. "
+                     "A post REOPENS a closed conversation unless reopen is false. No conversation and no matching references "
+                     "creates a new conversation. Needs text, markdown or attachments.",
+         params={"text": {"type": "string", "maxLength": 8000}, "markdown": {"type": "string", "maxLength": 8000},
+                 "attachments": _arr(POST_ATTACHMENT, maxItems=25),
+                 "notification": _obj({"title": STR, "body": STR}, ["title", "body"]),
+                 "username": _d(STR, "Author name shown"), "username_icon": _d(STR, "Author avatar URL"),
+                 "conversation_icon": _d(STR, "Icon URL"), **CONV_FIELDS,
+                 "reopen": _d(BOOL, "false keeps a closed conversation closed"), **CONV_OPS},
          rules=(need_one("give non-empty text, markdown or attachments",
                          lambda args: any(args.get(name) for name in ("text", "markdown", "attachments"))),
                 *conversation_ops(inject=True),
                 no_remote_content(url_fields=("username_icon", "conversation_icon"), markdown_fields=("markdown",)),
                 no_remote_content(url_fields=("image_url", "author_icon", "footer_icon"),
-                                  markdown_fields=("markdown",), items="attachments")),
-         envelope="posts"),
+                                  markdown_fields=("markdown",), items="attachments")), envelope="posts"),
     # --- shared labels --------------------------------------------------------------------------------------------
-    Tool("missive_list_shared_labels", "List shared labels", "READ", "GET /shared_labels",
-         "Shared labels (organization-wide, folder-like).", {**ORG_FILTER, **PAGE},
-         rules=(fill("organization", "ORGANIZATION", needed=False),),
+    Tool(name="missive_list_shared_labels", title="List shared labels", profile="READ", route="GET /shared_labels",
+         description="Shared labels (organization-wide, folder-like).",
+         params={**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
          paging=("offset", "shared_labels", 50, None)),
-    Tool("missive_create_shared_labels", "Create shared labels", "CREATE", "POST /shared_labels",
-         "Create shared labels.",
-         {"shared_labels": _arr(_obj({**LABEL, "organization": ID},
-                                     ["name"]), minItems=1, maxItems=50)}, ["shared_labels"],
-         rules=(fill("organization", "ORGANIZATION", items="shared_labels"),), envelope="shared_labels"),
-    Tool("missive_update_shared_labels", "Update shared labels", "UPDATE", "PATCH /shared_labels/{ids}",
-         "Change shared labels; only given fields change. Sharing/visibility changes need an admin or owner.",
-         {"shared_labels": _arr(_obj({"id": ID, **LABEL}, ["id"]), minItems=1, maxItems=50)}, ["shared_labels"],
-         rules=(unique_ids("shared_labels"),), envelope="shared_labels", ids_from="shared_labels"),
+    Tool(name="missive_create_shared_labels", title="Create shared labels", profile="CREATE",
+         route="POST /shared_labels",
+         description="Create shared labels.",
+         params={"shared_labels": _arr(_obj({**LABEL, "organization": ID},
+                                            ["name"]), minItems=1, maxItems=50)}, required=["shared_labels"],
+         rules=(fill("organization", "ORGANIZATION", items="shared_labels"),)),
+    Tool(name="missive_update_shared_labels", title="Update shared labels", profile="UPDATE",
+         route="PATCH /shared_labels/{ids}",
+         description="Change shared labels; only given fields change. Sharing/visibility changes need an admin or owner.",
+         params={"shared_labels": _arr(_obj({"id": ID, **LABEL}, ["id"]), minItems=1, maxItems=50)},
+         required=["shared_labels"], rules=(unique_ids("shared_labels"),), ids_from="shared_labels"),
     # --- teams, users, organizations ------------------------------------------------------------------------------
-    Tool("missive_list_teams", "List teams", "READ", "GET /teams", "Teams (members, observers, behaviours).",
-         {**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
+    Tool(name="missive_list_teams", title="List teams", profile="READ", route="GET /teams",
+         description="Teams (members, observers, behaviours).",
+         params={**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
          paging=("offset", "teams", 50, None)),
-    Tool("missive_create_teams", "Create teams", "CREATE", "POST /teams",
-         "Create teams; needs an organization admin or owner.",
-         {"teams": _arr(_obj({**TEAM, "organization": ID}, ["name"]),
-                        minItems=1, maxItems=50)}, ["teams"],
-         rules=(fill("organization", "ORGANIZATION", items="teams"),), envelope="teams"),
-    Tool("missive_update_teams", "Update teams", "UPDATE", "PATCH /teams/{ids}",
-         "Change teams (admin or owner only); one item per id, only given fields change.",
-         {"ids": BATCH_IDS, "teams": _arr(_obj({"id": ID, **TEAM}, ["id"]), minItems=1, maxItems=50)},
-         ["ids", "teams"], rules=(unique_ids("teams", match="ids"),), envelope="teams"),
-    Tool("missive_list_users", "List users", "READ", "GET /users", "Users; me: true marks the token's owner.",
-         {**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
+    Tool(name="missive_create_teams", title="Create teams", profile="CREATE", route="POST /teams",
+         description="Create teams; needs an organization admin or owner.",
+         params={"teams": _arr(_obj({**TEAM, "organization": ID}, ["name"]),
+                               minItems=1, maxItems=50)}, required=["teams"],
+         rules=(fill("organization", "ORGANIZATION", items="teams"),)),
+    Tool(name="missive_update_teams", title="Update teams", profile="UPDATE", route="PATCH /teams/{ids}",
+         description="Change teams (admin or owner only); one item per id, only given fields change.",
+         params={"ids": BATCH_IDS, "teams": _arr(_obj({"id": ID, **TEAM}, ["id"]), minItems=1, maxItems=50)},
+         required=["ids", "teams"], rules=(unique_ids("teams", match="ids"),)),
+    Tool(name="missive_list_users", title="List users", profile="READ", route="GET /users",
+         description="Users; me: true marks the token's owner.",
+         params={**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
          paging=("offset", "users", 50, None)),
-    Tool("missive_list_organizations", "List organizations", "READ", "GET /organizations",
-         "Organizations the token's user belongs to.", dict(PAGE), paging=("offset", "organizations", 50, None)),
+    Tool(name="missive_list_organizations", title="List organizations", profile="READ", route="GET /organizations",
+         description="Organizations the token's user belongs to.",
+         params=dict(PAGE), paging=("offset", "organizations", 50, None)),
     # --- canned responses -----------------------------------------------------------------------------------------
-    Tool("missive_list_responses", "List canned responses", "READ", "GET /responses", "Canned responses.",
-         {**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
+    Tool(name="missive_list_responses", title="List canned responses", profile="READ", route="GET /responses",
+         description="Canned responses.",
+         params={**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
          paging=("offset", "responses", 50, None)),
-    Tool("missive_get_response", "Get a canned response", "READ", "GET /responses/{response_id}",
-         "One canned response.", {"response_id": ID}, ["response_id"]),
-    Tool("missive_create_responses", "Create canned responses", "CREATE", "POST /responses",
-         "Create canned responses, each shared (organization) or personal (user), never both.",
-         {"responses": _arr(_obj({**RESPONSE,
-                                  "organization": _d(ID, "Shared response"),
-                                  "user": _d(ID, "Personal response")}), minItems=1, maxItems=50)}, ["responses"],
+    Tool(name="missive_get_response", title="Get a canned response", profile="READ",
+         route="GET /responses/{response_id}",
+         description="One canned response.",
+         params={"response_id": ID}, required=["response_id"]),
+    Tool(name="missive_create_responses", title="Create canned responses", profile="CREATE", route="POST /responses",
+         description="Create canned responses, each shared (organization) or personal (user), never both.",
+         params={"responses": _arr(_obj({**RESPONSE,
+                                         "organization": _d(ID, "Shared response"),
+                                         "user": _d(ID, "Personal response")}), minItems=1, maxItems=50)},
+         required=["responses"],
          rules=(OWNER_RULE, fill("organization", "ORGANIZATION", items="responses", unless=("user",)),
-                EXTERNAL_PAIR, no_remote_content(html_fields=("body",), items="responses")),
-         envelope="responses"),
-    Tool("missive_update_responses", "Update canned responses", "DESTRUCTIVE-IDEM", "PATCH /responses/{ids}",
-         "Change canned responses; only given fields change. attachments REPLACES the whole set. Responses synced "
-         "from outside (e.g. WhatsApp templates) cannot be updated.",
-         {"responses": _arr(_obj({"id": ID, **RESPONSE}, ["id"]), minItems=1, maxItems=50)}, ["responses"],
+                EXTERNAL_PAIR, no_remote_content(html_fields=("body",), items="responses"))),
+    Tool(name="missive_update_responses", title="Update canned responses", profile="DESTRUCTIVE-IDEM",
+         route="PATCH /responses/{ids}",
+         description="Change canned responses; only given fields change. attachments REPLACES the whole set. Responses synced "
+                     "from outside (e.g. WhatsApp templates) cannot be updated.",
+         params={"responses": _arr(_obj({"id": ID, **RESPONSE}, ["id"]), minItems=1, maxItems=50)},
+         required=["responses"],
          rules=(unique_ids("responses"), EXTERNAL_PAIR, no_remote_content(html_fields=("body",), items="responses")),
-         envelope="responses", ids_from="responses"),
+         ids_from="responses"),
     # --- tasks ----------------------------------------------------------------------------------------------------
-    Tool("missive_list_tasks", "List tasks", "READ", "GET /tasks",
-         "Tasks by last activity, newest first; page with until (no offset).",
-         {**ORG_FILTER, "state": TASK_STATE, "type": _d(_enum("task", "conversation", "all"), "API default all"),
-          "team": ID, "assignee": _d(ID, "User id"), "conversation": _d(ID, "Parent conversation: its subtasks"),
-          "due_at_gteq": TS, "due_at_lteq": TS, "limit": {"type": "integer", "minimum": 2, "maximum": 50},
-          "until": TS},
-         rules=(fill("organization", "ORGANIZATION", needed=False),),
+    Tool(name="missive_list_tasks", title="List tasks", profile="READ", route="GET /tasks",
+         description="Tasks by last activity, newest first; page with until (no offset).",
+         params={**ORG_FILTER, "state": TASK_STATE, "type": _d(_enum("task", "conversation", "all"), "API default all"),
+                 "team": ID, "assignee": _d(ID, "User id"), "conversation": _d(ID, "Parent conversation: its subtasks"),
+                 "due_at_gteq": TS, "due_at_lteq": TS, "limit": {"type": "integer", "minimum": 2, "maximum": 50},
+                 "until": TS}, rules=(fill("organization", "ORGANIZATION", needed=False),),
          paging=("cursor", "tasks", 25, "last_activity_at")),
-    Tool("missive_get_task", "Get a task", "READ", "GET /tasks/{task_id}",
-         "One task with assignees and team expanded.", {"task_id": ID}, ["task_id"]),
-    Tool("missive_create_task", "Create a task", "CREATE", "POST /tasks",
-         "Create a standalone task, a tasked conversation or a subtask (shown in Tasks, not the Inbox). A "
-         "standalone task needs a team or assignees.",
-         {"title": TITLE, "description": DESCRIPTION, "state": _d(TASK_STATE, "API default todo"),
-          "organization": _d(ID, "Required with team, assignees or add_users"),
-          "team": ID, "assignees": IDS, "due_at": TS,
-          "subtask": _d(BOOL, "Task inside a conversation; needs conversation or references"),
-          "conversation": _d(ID, "Parent or tasked conversation"), "references": REFS,
-          "conversation_subject": STR, "add_users": _d(IDS, "Give access"), "add_to_inbox": BOOL},
-         ["title"], rules=(fill("team", "TEAM", needed=False),
-                           fill("organization", "ORGANIZATION", inject=False,
-                                needed=lambda args: ["team"] * ("team" in args)
-                                + _nonempty(args, "assignees", "add_users")),
-                           need_one("needs conversation or non-empty references",
-                                    lambda args: args.get("subtask") is not True or "conversation" in args
-                                    or bool(args.get("references")), loc="subtask")),
-         envelope="tasks"),
-    Tool("missive_update_task", "Update a task", "DESTRUCTIVE-IDEM", "PATCH /tasks/{task_id}",
-         "Change one task; only given fields change.",
-         {"task_id": ID, "title": TITLE, "description": DESCRIPTION, "state": TASK_STATE,
-          "assignees": _d(IDS, "REPLACES the assignees ([] clears)"), "team": ID, "due_at": TS},
-         ["task_id"], envelope="tasks"),
+    Tool(name="missive_get_task", title="Get a task", profile="READ", route="GET /tasks/{task_id}",
+         description="One task with assignees and team expanded.",
+         params={"task_id": ID}, required=["task_id"]),
+    Tool(name="missive_create_task", title="Create a task", profile="CREATE", route="POST /tasks",
+         description="Create a standalone task, a tasked conversation or a subtask (shown in Tasks, not the Inbox). A "
+                     "standalone task needs a team or assignees.",
+         params={"title": TITLE, "description": DESCRIPTION, "state": _d(TASK_STATE, "API default todo"),
+                 "organization": _d(ID, "Required with team, assignees or add_users"),
+                 "team": ID, "assignees": IDS, "due_at": TS,
+                 "subtask": _d(BOOL, "Task inside a conversation; needs conversation or references"),
+                 "conversation": _d(ID, "Parent or tasked conversation"), "references": REFS,
+                 "conversation_subject": STR, "add_users": _d(IDS, "Give access"), "add_to_inbox": BOOL},
+         required=["title"],
+         rules=(fill("team", "TEAM", needed=False),
+                fill("organization", "ORGANIZATION", inject=False,
+                     needed=lambda args: ["team"] * ("team" in args)
+                     + _nonempty(args, "assignees", "add_users")),
+                need_one("needs conversation or non-empty references",
+                         lambda args: args.get("subtask") is not True or "conversation" in args
+                         or bool(args.get("references")), loc="subtask")), envelope="tasks"),
+    Tool(name="missive_update_task", title="Update a task", profile="DESTRUCTIVE-IDEM",
+         route="PATCH /tasks/{task_id}",
+         description="Change one task; only given fields change.",
+         params={"task_id": ID, "title": TITLE, "description": DESCRIPTION, "state": TASK_STATE,
+                 "assignees": _d(IDS, "REPLACES the assignees ([] clears)"), "team": ID, "due_at": TS},
+         required=["task_id"], envelope="tasks"),
     # --- help -----------------------------------------------------------------------------------------------------
-    Tool("missive_help", "Missive MCP help", "HELP", None,
-         "This server's documentation and installed version (no network): overview, tools, usage, safety, "
-         "troubleshooting and more.",
-         {"topic": {"type": "string", "enum": list(HELP_TOPICS), "default": "index"}}),
+    Tool(name="missive_help", title="Missive MCP help", profile="HELP", route=None,
+         description="This server's documentation and installed version (no network): overview, tools, usage, safety, "
+                     "troubleshooting and more.",
+         params={"topic": {"type": "string", "enum": list(HELP_TOPICS), "default": "index"}}),
 ]
 TOOLS = {tool.name: tool for tool in TOOL_ROWS}
 # MISSIVE_TOOLS presets, for clients that take few tools (Cursor uses only the first 40 across all servers).
@@ -3110,11 +3174,10 @@ async def call_tool(config: Config, client: MissiveClient, name: str, arguments:
         if problems:
             raise InvalidArguments(name, problems)
         call = Call(config, client, tool, passed, work, deadline)
-        for step in tool.prepare:
-            await step(call)
-        if tool.run is not None:
-            text = await tool.run(call)
-            return _text(text.replace(config.token, "[redacted]") if config.token else text)
+        for step in tool.steps:
+            answer = await step(call)
+            if answer is not None:  # a composite read answered the call itself
+                return _text(answer.replace(config.token, "[redacted]") if config.token else answer)
         method, path, params, body = build_request(tool, call.work)
         reply = await client.request(method, path, params=params, body=body, deadline=deadline,
                                      ids=bool(tool.path_params))
@@ -3140,15 +3203,14 @@ def build_request(tool: Tool, args: dict) -> tuple[str, str, dict | None, dict |
         path = path.replace("{" + name + "}", ",".join(urllib.parse.quote(value, safe="") for _, value in pairs))
     rest = {key: args[key] for key in tool.params
             if key in args and key not in tool.path_params and key not in tool.local}
+    for rule in tool.rules:
+        if rule.adjust is not None:
+            rest = rule.adjust(rest)
     if tool.method == "GET":
         query = {key: ("true" if value else "false") if isinstance(value, bool) else value
-                 for key, value in rest.items() if not (key in tool.true_only and value is not True)}
+                 for key, value in rest.items()}
         return "GET", path, query or None, None
-    renames = dict(tool.rename)
-    body = {renames.get(key, key): value for key, value in rest.items()}
-    if tool.envelope and tool.envelope not in tool.params:
-        body = {tool.envelope: body}
-    return tool.method, path, None, body
+    return tool.method, path, None, {tool.envelope: rest} if tool.envelope else rest
 
 
 def create_server(config: Config, client: MissiveClient | None = None) -> Server:

@@ -57,7 +57,8 @@ def path_args(tool: m.Tool, value: str) -> tuple[dict, list[str]]:
             locations.append(f"{tool.ids_from}[1].id")
         elif param == "ids":  # ids argument matched by items (I4)
             args["ids"] = ["ok1", value]
-            args[tool.envelope] = [{"id": "ok1"}, {"id": value}]
+            items = next(name for name, spec in tool.params.items() if name != "ids" and spec.get("type") == "array")
+            args[items] = [{"id": "ok1"}, {"id": value}]
             locations.append("ids[1]")
         elif tool.params[param].get("type") == "array":  # message_ids
             args[param] = ["ok1", value]
@@ -89,7 +90,7 @@ def test_path_injection_is_refused(api, tool_name, attack):
     assert len(api.calls) == 0
 
 
-@pytest.mark.parametrize("tool_name", [name for name in PATH_TOOLS if m.TOOLS[name].run is None])
+@pytest.mark.parametrize("tool_name", [name for name in PATH_TOOLS if not m.TOOLS[name].composite])
 def test_path_baseline_with_longest_valid_id_is_sent_encoded(api, tool_name):
     """The same arguments with a valid 128-character id go through, so the refusals above are about the id."""
     tool = m.TOOLS[tool_name]

@@ -314,11 +314,13 @@ def _batch_args(tool_name, n):
     tool, ids = m.TOOLS[tool_name], [f"id{i}" for i in range(n)]
     if "message_ids" in tool.params:
         return {"message_ids": ids}
+    # the batch list: the argument that is a list of objects (the body key it travels under)
+    items = next(name for name, spec in tool.params.items() if spec.get("items", {}).get("type") == "object")
     if "ids" in tool.params:  # ids matched by items (I4)
-        return {"ids": ids, tool.envelope: [{"id": i} for i in ids]}
+        return {"ids": ids, items: [{"id": i} for i in ids]}
     if tool.ids_from:  # ids taken from the items
-        return {tool.envelope: [{"id": i} for i in ids]}
-    return {tool.envelope: [dict(CREATE_ITEM[tool.envelope]) for _ in ids]}
+        return {items: [{"id": i} for i in ids]}
+    return {items: [dict(CREATE_ITEM[items]) for _ in ids]}
 
 
 # Every list limited to 1-50 in any schema, so a new batch tool is covered automatically.
