@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import concurrent.futures
 import dataclasses
 import difflib
@@ -46,7 +47,9 @@ import os
 import random
 import re
 import socket
+import stat
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -200,6 +203,8 @@ def _env_token(name: str, value: str | None) -> str | None:
     if value is not None and not re.fullmatch(r"[!-~]+", value):
         raise ConfigError(f"{name} contains spaces, control or non-ASCII characters, which an HTTP header cannot "
                           "carry; copy the token again from Missive (the value is not shown)")
+    if value is not None and len(value) < 8:  # shorter is no token, and would make redaction mangle answers
+        raise ConfigError(f"{name} is too short to be a Missive token; copy it again from Missive")
     return value
 
 
@@ -219,6 +224,8 @@ def _env_url(name: str, value: str | None, default: str) -> str:
         raise ConfigError(f"{name} may use http:// only for 127.0.0.1, localhost or ::1; use https://")
     if parts.username is not None or parts.password is not None or "?" in url or "#" in url:
         raise ConfigError(f"{name} must not contain user-info, a query or a fragment")
+    if not re.fullmatch(r"[!-~]+", url) or "\\" in url:  # parsers disagree on a backslash: which host is it?
+        raise ConfigError(f"{name} may hold only visible ASCII characters and no backslash")
     return url.rstrip("/")
 
 
@@ -583,7 +590,14 @@ def _new_session(config: Config):
     import urllib3.connectionpool
 
     class Abortable:
-        """Registers each socket with the running exchange: after connect, and again when a pooled one is reused."""
+        """Registers each socket with the running exchange: after the TCP connect (before a proxy's CONNECT answer
+        and TLS), after TLS, and again when a pooled one is reused."""
+
+        def _new_conn(self):
+            """Open the TCP connection and register its socket at once."""
+            sock = super()._new_conn()
+            _attach(sock)
+            return sock
 
         def connect(self):
             """Connect (TCP and TLS are each bounded in total by the connect timeout), then register the socket."""
@@ -883,7 +897,7 @@ def _make_reply(status: int, headers, raw: bytes, token: str | None, method: str
     reply = Reply(status=status, retry_after=_retry_after(headers) if status == 429 else None)
     text = raw.decode("utf-8", errors="replace")
     if token:
-        text = text.replace(token, "[redacted]")
+        text = text.replace(token, "[redacted]")  # before parsing too: a failed parse keeps this text
     if not text.strip():
         reply.empty = True
         return reply
@@ -893,9 +907,10 @@ def _make_reply(status: int, headers, raw: bytes, token: str | None, method: str
         raise network_error(f"Missive's answer nests deeper than {MAX_JSON_DEPTH} levels", method,
                             retryable=False) from None
     except ValueError:
-        reply.text = _strip_invisible(text)
+        reply.text = _clean_string(text, token)
     if status >= 300:
-        reply.message = _error_message(reply)
+        message = _error_message(reply)  # its text may be markup that rebuilt a token split by tags
+        reply.message = None if message is None else _clean_string(message, token)
     return reply
 
 
@@ -904,7 +919,8 @@ def _retry_after(headers) -> float | None:
     value = (headers.get("Retry-After") or "").strip()
     if value:
         try:
-            return min(max(float(value), 0.0), 900.0)
+            seconds = float(value)
+            return min(max(seconds, 0.0), 900.0) if math.isfinite(seconds) else None
         except ValueError:
             try:
                 return min(max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0), 900.0)
@@ -912,9 +928,10 @@ def _retry_after(headers) -> float | None:
                 pass
     reset = (headers.get("X-RateLimit-Reset") or "").strip()
     try:
-        return min(max(float(reset) - time.time(), 0.0), 900.0)
+        seconds = float(reset) - time.time()
     except (ValueError, OverflowError):
         return None
+    return min(max(seconds, 0.0), 900.0) if math.isfinite(seconds) else None
 
 
 ERROR_TEXT_SCAN = 65536  # characters of a non-JSON error body examined for its message
@@ -1277,125 +1294,62 @@ def no_remote_content(html_fields: tuple = (), url_fields: tuple = (), markdown_
                 check=check)
 
 
-REMOTE_REFUSED = ("{} would be fetched when this is displayed, which can leak data without anything being sent; "
-                  "use an inline data: or cid: image, or a link (set MISSIVE_ALLOW_REMOTE_CONTENT=1 to allow)")
+REMOTE_REFUSED = ("{} can load a remote resource when this is displayed, which leaks data without anything being "
+                  "sent; use an inline data: or cid: image, or a link (set MISSIVE_ALLOW_REMOTE_CONTENT=1 to allow)")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Remote references in HTML written by the model: a conservative linear scan, read as a browser would tokenise
 # ---------------------------------------------------------------------------------------------------------------------
 
-# Attributes that load something on display, on any element; href loads only on these elements.
-_FETCH_ATTRIBUTES = frozenset("src srcset lowsrc dynsrc background poster data codebase archive code "
-                              "imagesrcset xlink:href manifest profile".split())
-_FETCH_HREF = frozenset("link image use feimage".split())
-_TAG_NAME = re.compile(r"[A-Za-z][^\s/>]*")
-_ATTRIBUTE = re.compile(r"[\s/]*([^\s\"'>/=][^\s\"'>/=]*)?\s*(=)?\s*")
-_UNQUOTED = re.compile(r"[^\s>]*")
+# Read without any HTML or CSS structure, after entities and CSS escapes are undone: a parser that disagrees with
+# a mail client about where a comment, string or element ends cannot hide anything from it.
+_FETCHING_ELEMENT = re.compile(r"<\s*(base|link|meta|svg|math|iframe|frame|frameset|object|embed|applet|script|portal|"
+                               r"video|audio|source|track|picture|input|image|use)(?![\w-])", re.I)
+_FETCHING_ATTRIBUTE = re.compile(r"(?<![\w:-])(src|srcset|srcdoc|background|poster|lowsrc|dynsrc|xlink:href)\s*=\s*",
+                                 re.I)
+_CSS_FETCH = re.compile(r"(url|image-set|-webkit-image-set|image|cross-fade|element|expression)\s*\(|@import", re.I)
 _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6}\s?|.)", re.S)
-_CSS_FETCH = re.compile(r"(url|image-set|image|cross-fade|element)\s*\(\s*(['\"]?)\s*([^'\")\s]*)|@import", re.I)
-_MARKDOWN_TOKEN = re.compile(r"!\[|\]\s{0,10}[(\[]")
+_INLINE_IMAGE = re.compile(r"(data:image/(png|gif|jpe?g|webp|bmp|x-icon)[;,]|cid:)")
 
 
 def remote_references(source: str, markdown: bool = False) -> list[str]:
-    """What in HTML (or Markdown) would load a remote resource when displayed, e.g. '<img src>' (linear time)."""
-    found, position, end, lowered = [], 0, len(source), None
-    while len(found) < 10:
-        start = source.find("<", position)
-        if start < 0 or start + 1 >= end:
-            break
-        name = _TAG_NAME.match(source, start + 1)
-        if name is None:
-            position = start + 1
-            continue
-        tag = name.group().lower()
-        position, attributes = _tag_attributes(source, name.end())
-        for attribute, value in attributes:
-            fetches = attribute in _FETCH_ATTRIBUTES or (attribute == "href" and tag in _FETCH_HREF)
-            if fetches and value.strip() and not _inline_url(value):
-                found.append(f"<{tag} {attribute}>")
-            elif attribute == "style" and _css_fetches(value):
-                found.append(f"<{tag} style> url()")
-            elif tag == "meta" and attribute == "http-equiv" and value.strip().lower() == "refresh":
-                found.append("<meta http-equiv=refresh>")
-        if tag == "style":
-            lowered = source.lower() if lowered is None else lowered
-            close = lowered.find("</style", position)
-            css = source[position:close if close >= 0 else end]
-            position = close if close >= 0 else end
-            if _css_fetches(css):
-                found.append("<style> url() or @import")
-    if markdown and _markdown_image(source):
-        found.append("a Markdown image ![…](…)")
-    return list(dict.fromkeys(found))
+    """What in HTML, CSS or Markdown would load something when displayed, e.g. "src=" or "<link>" (linear time).
 
-
-def _markdown_image(source: str) -> bool:
-    """Whether Markdown holds an image whose target is not inline: "![" later closed by "](" or "][" (linear)."""
-    opened = False
-    for match in _MARKDOWN_TOKEN.finditer(source):
-        token = match.group()
-        if token == "![":
-            opened = True
-        elif opened:
-            if token.endswith("[") or not _inline_url(source[match.end():match.end() + 40].lstrip(" <")):
-                return True
-            opened = False
-    return False
-
-
-def _tag_attributes(source: str, position: int) -> tuple[int, list[tuple[str, str]]]:
-    """(position after the tag, [(attribute, entity-decoded value)]) the way an HTML tokeniser reads a tag."""
-    attributes, end = [], len(source)
-    while position < end and source[position] != ">":
-        match = _ATTRIBUTE.match(source, position)
-        name, equals = match.group(1), match.group(2)
-        position = match.end()
-        if name is None and equals is None:
-            position += 1  # a stray quote or "=": skip it as the tokeniser would
-            continue
-        value = ""
-        if equals and position < end:
-            quote = source[position]
-            if quote in "\"'":
-                close = source.find(quote, position + 1)
-                close = end if close < 0 else close
-                value, position = source[position + 1:close], close + 1
-            else:
-                unquoted = _UNQUOTED.match(source, position)
-                value, position = unquoted.group(), unquoted.end()
-        if name:
-            attributes.append((name.lower(), html.unescape(value)))
-    return position + 1, attributes
+    Conservative on purpose: an element or attribute that loads is refused wherever it appears (even inside a
+    comment), and only inline raster images (data:image/png… or cid:) may be loaded.
+    """
+    text = _CSS_ESCAPE.sub(_css_unescape, html.unescape(source))
+    found = [f"<{match.group(1).lower()}>" for match in _FETCHING_ELEMENT.finditer(text)]
+    for match in _FETCHING_ATTRIBUTE.finditer(text):
+        name, value = match.group(1).lower(), text[match.end():match.end() + 4096]
+        quote = value[:1] if value[:1] in "\"'" else ""
+        value = value[1:].split(quote, 1)[0] if quote else re.split(r"[\s>]", value, maxsplit=1)[0]
+        urls = [candidate.split()[0] for candidate in value.split(",") if candidate.split()] if name == "srcset" \
+            else [value]
+        if name == "srcdoc" or not all(_inline_url(url) or not url.strip() for url in urls):
+            found.append(f"{name}=")
+    for match in _CSS_FETCH.finditer(text):
+        target = text[match.end():match.end() + 64].lstrip(" \t\r\n\f\"'")
+        if match.group(0).startswith("@") or match.group(1).lower() != "url" or not _inline_url(target):
+            found.append("@import" if match.group(0).startswith("@") else f"{match.group(1).lower()}()")
+    if markdown and "![" in text:
+        found.append("a Markdown image ![…]")
+    return list(dict.fromkeys(found))[:10]
 
 
 def _inline_url(value: str) -> bool:
     # Browsers drop leading controls and spaces, and ignore tabs and newlines inside a scheme.
-    cleaned = "".join(value.split()).lstrip("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0e\x0f\x10\x11\x12\x13\x14"
-                                            "\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f").lower()
-    return cleaned.startswith(("data:", "cid:"))
+    cleaned = "".join(c for c in "".join(value.split()) if c.isprintable()).lower()
+    return bool(_INLINE_IMAGE.match(cleaned))
 
 
-def _css_fetches(css: str) -> bool:
-    """Whether CSS loads something: url() or image-set() not inline, or any @import (escapes and comments undone)."""
-    if "\\" in css:
-        css = _CSS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1)[0] in "0123456789abcdefABCDEF"
-                              and m.group(1).strip() and int(m.group(1), 16) < 0x110000 else m.group(1), css)
-    css = _strip_css_comments(css)
-    for match in _CSS_FETCH.finditer(css):
-        if match.group(0).startswith("@") or match.group(1).lower() != "url" or not _inline_url(match.group(3)):
-            return True
-    return False
-
-
-def _strip_css_comments(css: str) -> str:
-    parts, position = [], 0
-    while (start := css.find("/*", position)) >= 0:
-        parts.append(css[position:start])
-        end = css.find("*/", start + 2)
-        position = len(css) if end < 0 else end + 2
-    parts.append(css[position:])
-    return "".join(parts)
+def _css_unescape(match) -> str:
+    escaped = match.group(1)
+    if escaped[0] in "0123456789abcdefABCDEF" and escaped.strip():
+        code = int(escaped, 16)
+        return chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else "\ufffd"
+    return escaped
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1523,7 +1477,12 @@ def party(value) -> str | None:
 
 def parties(values) -> list[str]:
     """Each sender or recipient once, as party() writes it."""
-    return list(dict.fromkeys(text for text in map(party, values if isinstance(values, list) else []) if text))
+    return list(dict.fromkeys(text for text in map(party, _list(values)) if text))
+
+
+def _list(value) -> list:
+    """A list field of an answer, or [] when the peer sent something else there."""
+    return value if isinstance(value, list) else []
 
 
 def attachment_note(value) -> str | None:
@@ -1568,11 +1527,11 @@ def compact_conversation(item, me: str | None = None, with_org: bool = False):
     if with_org and isinstance(item.get("organization"), dict):
         out["organization"] = item["organization"].get("name")
     out["team"] = item["team"].get("name") if isinstance(item.get("team"), dict) else item.get("team")
-    out["labels"] = [label.get("name") for label in item.get("shared_labels") or [] if isinstance(label, dict)]
+    out["labels"] = [label.get("name") for label in _list(item.get("shared_labels")) if isinstance(label, dict)]
     out["color"] = item.get("color")
-    out["from"] = parties([*(item.get("authors") or []), *(item.get("external_authors") or [])])
+    out["from"] = parties([*_list(item.get("authors")), *_list(item.get("external_authors"))])
     people = {}
-    for user in [*(item.get("users") or []), *(item.get("assignees") or [])]:
+    for user in [*_list(item.get("users")), *_list(item.get("assignees"))]:
         if isinstance(user, dict) and user.get("id") not in people:
             flags = [flag for flag in _USER_FLAGS if user.get(flag) is True]
             if user.get("id") == me and me is not None:
@@ -1605,7 +1564,7 @@ def compact_message(item):
            "from": party(item.get("from_field")) or party(item.get("author")),
            "to": parties(item.get("to_fields")), "cc": parties(item.get("cc_fields")),
            "bcc": parties(item.get("bcc_fields")), "subject": item.get("subject"), "preview": item.get("preview"),
-           "attachments": [note for note in map(attachment_note, item.get("attachments") or []) if note],
+           "attachments": [note for note in map(attachment_note, _list(item.get("attachments"))) if note],
            "email_message_id": item.get("email_message_id")}
     if item.get("draft") is True:
         out["draft"] = True
@@ -1672,7 +1631,8 @@ def _has_header_fields(lines: list, index: int) -> bool:
 
 def quoted_source(quoted: str, known: list[tuple[str, str]]) -> int | None:
     """The index of the known message (new text, whole text) that quoted history only repeats, if any: its
-    opening words appear in the quote, and the quote adds no words of its own (inline answers would)."""
+    opening words appear in the quote, and the quote's words follow its whole text in order, adding at most
+    QUOTE_SLACK words and no number (so an altered copy or inline answers are never taken for history)."""
     lines = [line for line in quoted.split("\n")
              if not (_QUOTE_FRAME.match(line) or _ATTRIBUTION.search(line[-600:]))]
     words = _words("\n".join(lines))
@@ -1680,10 +1640,29 @@ def quoted_source(quoted: str, known: list[tuple[str, str]]) -> int | None:
         new, whole = known[index]
         opening = _words(new)[:8]
         if len(opening) >= 3 and _contains(words, opening):
-            own = set(_words(whole))
-            added = sum(1 for word in words if word not in own)
-            return index if added <= max(12, len(words) // 20) else None
+            return index if _only_repeats(words, _words(whole)) else None
     return None
+
+
+QUOTE_SLACK = 3  # words a quote may add to what it repeats (a client's "[...]" marker, a line it rewraps)
+
+
+def _only_repeats(words: list[str], source: list[str]) -> bool:
+    """Whether words follow source in order, adding at most QUOTE_SLACK words and no word with a digit."""
+    where = {}
+    for position, word in enumerate(source):
+        where.setdefault(word, []).append(position)
+    position, added = 0, 0
+    for word in words:
+        places = where.get(word, ())
+        found = bisect.bisect_left(places, position)
+        if found < len(places):
+            position = places[found] + 1
+            continue
+        added += 1
+        if added > QUOTE_SLACK or any(c.isdigit() for c in word):
+            return False
+    return True
 
 
 # Lines of a quote that frame it rather than repeat the message: header fields, attributions, "[...]", "--".
@@ -2398,7 +2377,7 @@ async def _look_up_me(call: Call) -> None:
     me = {}
     for offset in range(0, 1000, 200):
         data = await call.get("GET /users", {"limit": 200, "offset": offset})
-        users = [user for user in (data.get("users") if isinstance(data, dict) else None) or []
+        users = [user for user in _list(data.get("users") if isinstance(data, dict) else None)
                  if isinstance(user, dict)]
         me = next((user for user in users if user.get("me") is True), {})
         if me or len(users) < 200:
@@ -2406,7 +2385,7 @@ async def _look_up_me(call: Call) -> None:
     call.client.me = {key: me[key] for key in ("id", "name", "email") if isinstance(me.get(key), str)}
 
 
-_RE_PREFIX = re.compile(r"\s*((re|aw|sv|vs|antw|odp|rif|res|r)\s*(\[\d+\])?\s*:\s*)+", re.I)
+_RE_PREFIX = re.compile(r"((re|aw|sv|vs|antw|odp|rif|res|r)[ \t]{0,3}(\[\d{1,4}\])?[ \t]{0,3}:[ \t]{0,3})+", re.I)
 
 
 @reads("GET /messages/{message_ids}", "GET /users")
@@ -2424,9 +2403,11 @@ async def reply_context(call: Call) -> None:
     me = await whoami(call)
     ours = {address.lower() for address in (me.get("email"), call.config.defaults.get("FROM_ADDRESS"),
                                              (args.get("from_field") or {}).get("address")) if address}
-    sender = message.get("reply_to_fields") or [message.get("from_field")]
-    if _addresses(sender) <= ours:  # answering our own message goes to its recipients
-        sender = message.get("to_fields") or []
+    sender = _list(message.get("reply_to_fields")) or [message.get("from_field")]
+    # Answering our own message (sent from Missive: it has an author) goes to its recipients; a stranger's
+    # message that merely claims our address as its sender is answered to that address, never to its To.
+    if isinstance(message.get("author"), dict) and sender and _addresses(sender) <= ours:
+        sender = _list(message.get("to_fields"))
     chosen = {}
     conversation = message.get("conversation")
     conversation = conversation.get("id") if isinstance(conversation, dict) else conversation
@@ -2434,16 +2415,19 @@ async def reply_context(call: Call) -> None:
             _ID_RE.fullmatch(conversation):
         args["conversation"] = chosen["conversation"] = conversation
     if "subject" not in args and isinstance(message.get("subject"), str):
-        args["subject"] = chosen["subject"] = "Re: " + _RE_PREFIX.sub("", message["subject"], count=1)
+        subject = " ".join(message["subject"].split())[:998]  # one line, within RFC 5322's line limit
+        args["subject"] = chosen["subject"] = "Re: " + subject[_RE_PREFIX.match(subject).end()
+                                                                if _RE_PREFIX.match(subject) else 0:]
     if "to_fields" not in args:
-        args["to_fields"] = _recipients(sender, set(ours))
+        args["to_fields"] = _recipients(sender, set(ours), phones=message.get("type") not in (None, "email"))
     if args.get("reply_all") and "cc_fields" not in args:
         taken = ours | _addresses(args["to_fields"])
-        args["cc_fields"] = _recipients([*(message.get("to_fields") or []), *(message.get("cc_fields") or [])],
+        args["cc_fields"] = _recipients([*_list(message.get("to_fields")), *_list(message.get("cc_fields"))],
                                         taken)
     if "references" not in args:
-        references = [ref for ref in [*(message.get("references") or []), message.get("email_message_id")]
-                      if isinstance(ref, str) and ref and not any(c.isspace() for c in ref)]
+        references = [ref for ref in [*_list(message.get("references")), message.get("email_message_id")]
+                      if isinstance(ref, str) and 0 < len(ref) <= 1000 and ref.isprintable() and
+                      not any(c.isspace() for c in ref)]
         if references:
             args["references"] = list(dict.fromkeys(references))[-50:]
     chosen["to"] = parties(args["to_fields"])
@@ -2452,24 +2436,34 @@ async def reply_context(call: Call) -> None:
     chosen["note"] = ("A reply draft: a person reviews the recipients (including cc and bcc) and sends it in "
                       "Missive; this server never sends.")
     call.notes["reply"] = chosen
+    problems = [problem for error in validator_for(call.tool).iter_errors(args)
+                for problem in _describe(error, call.tool)]
+    if problems:  # what came from the message must pass the same schema as the model's own arguments
+        raise network_error(f"the message to reply to holds what a draft cannot take ({'; '.join(problems[:3])})",
+                            "GET", retryable=False)
 
 
 def _addresses(values) -> set[str]:
-    return {value["address"].lower() for value in values or []
+    return {value["address"].lower() for value in _list(values)
             if isinstance(value, dict) and isinstance(value.get("address"), str)}
 
 
-def _recipients(values, taken: set[str]) -> list[dict]:
-    """Recipients as a draft takes them, each once, leaving out the taken addresses (phone numbers for SMS)."""
+def _recipients(values, taken: set[str], phones: bool = False) -> list[dict]:
+    """Recipients as a draft takes them, each once, leaving out the taken addresses; phone numbers only for a text
+    channel. A name that holds an address of its own (posing as someone else) is left out."""
     out = []
-    for value in values or []:
+    for value in _list(values):
         if not isinstance(value, dict):
             continue
-        entry = {key: value[key].strip() for key in ("address", "name", "phone_number")
+        entry = {key: " ".join(value[key].split()) for key in ("address", "name", "phone_number")
                  if isinstance(value.get(key), str) and value[key].strip()}
-        handle = (entry.get("address") or entry.get("phone_number") or "").lower()
-        if handle and handle not in taken:
-            taken.add(handle)
+        if "@" in entry.get("name", "") or "<" in entry.get("name", ""):
+            del entry["name"]
+        handle = entry.get("address") or (entry.get("phone_number") if phones else None)
+        if not phones:
+            entry.pop("phone_number", None)
+        if handle and handle.lower() not in taken:
+            taken.add(handle.lower())
             out.append(entry)
     return out
 
@@ -2503,7 +2497,7 @@ async def read_conversation(call: Call) -> str:
         route, key, field = TIMELINE_KINDS[kind]
         params = {"limit": 10, **({"until": reached[kind]} if reached[kind] is not None else {})}
         data = await call.get(route, params, conversation_id=conversation_id)
-        items = [item for item in (data.get(key) if isinstance(data, dict) else None) or []
+        items = [item for item in _list(data.get(key) if isinstance(data, dict) else None)[:10]
                  if isinstance(item, dict) and type(item.get(field)) is int and isinstance(item.get("id"), str)]
         pages[kind].extend(items)
         if len(items) < 10:
@@ -2612,12 +2606,12 @@ def _post_texts(item: dict) -> Iterable[str]:
         if isinstance(item.get(key), str) and item[key]:
             yield item[key]
             break
-    for attachment in item.get("attachments") or []:
+    for attachment in _list(item.get("attachments")):
         if isinstance(attachment, dict):
             for key in ("pretext", "title", "markdown", "text", "footer"):
                 if isinstance(attachment.get(key), str) and attachment[key]:
                     yield attachment[key]
-            for field in attachment.get("fields") or []:
+            for field in _list(attachment.get("fields")):
                 if isinstance(field, dict):
                     yield f"{field.get('title', '')}: {field.get('value', '')}"
 
@@ -3456,8 +3450,12 @@ def write_schemas(directory: str) -> list[str]:
     written = []
     for tool in TOOLS.values():
         target = os.path.join(directory, tool.name + ".json")
-        with open(target, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(json.dumps(tool.snapshot(), indent=2, ensure_ascii=False) + "\n")
+        # Written to a new file and renamed over: a symlink or FIFO planted at the name is replaced, never followed.
+        handle, temporary = tempfile.mkstemp(prefix=".missive-", dir=directory)
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
+            out.write(json.dumps(tool.snapshot(), indent=2, ensure_ascii=False) + "\n")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
         written.append(target)
     for stale in os.listdir(directory):
         path = os.path.join(directory, stale)
@@ -3470,6 +3468,8 @@ def write_schemas(directory: str) -> list[str]:
 def _is_our_snapshot(path: str, name: str) -> bool:
     """True only for a file this command wrote: a snapshot-shaped JSON object naming the tool of its file name."""
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):  # never follow a link or open a FIFO
+            return False
         with open(path, encoding="utf-8") as handle:
             snapshot = json.loads(handle.read(1_000_000))
     except (OSError, ValueError):
@@ -3538,14 +3538,14 @@ def run_check(config: Config, out=sys.stdout) -> int:
         return 6
     finally:
         client.close()
-    people = [user for user in users.get("users") or [] if isinstance(user, dict)]
+    people = [user for user in _list(users.get("users")) if isinstance(user, dict)]
     me = next((user for user in people if user.get("me")), {})
     print(f"Token OK for {_shown(me.get('name') or 'unknown user')} <{_shown(me.get('email') or '?')}> via "
           f"{config.api_url}", file=out)
     print(f"Mode: {config.mode()}", file=out)
     suggested, wrong, picked = {}, [], False
     for (key, _path, name, title), data in zip(CHECKED_DEFAULTS, lists):
-        items = [item for item in data.get(name) or [] if isinstance(item, dict)]
+        items = [item for item in _list(data.get(name)) if isinstance(item, dict)]
         _print_ids(title, items, out)
         ids = [item["id"] for item in items if isinstance(item.get("id"), str) and _ID_RE.fullmatch(item["id"])]
         current = config.defaults.get(key)

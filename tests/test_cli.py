@@ -125,8 +125,9 @@ GOOD_URLS = {"https://public.missiveapp.com/v1/": "https://public.missiveapp.com
 
 BAD_SETTINGS = {  # one mistake per variable a person can make; each must read as one clear line, no traceback
     "MISSIVE_API_URL": ["http://public.missiveapp.com/v1", "http://[::1/v1", "https://public.missiveapp.com:99999/v1",
-                        "https://public.missiveapp.com:port/v1", "https://public.missiveapp.com:0/v1"],
-    "MISSIVE_API_TOKEN": [TOKEN + " extra", TOKEN + "\u00e9", TOKEN + "\x1b[2J"],
+                        "https://public.missiveapp.com:port/v1", "https://public.missiveapp.com:0/v1",
+                        "https://evil.example\\.missiveapp.com/v1", "https://public.missiveapp.com/v 1"],
+    "MISSIVE_API_TOKEN": [TOKEN + " extra", TOKEN + "\u00e9", TOKEN + "\x1b[2J", "t"],
     "MISSIVE_TOOLS": ["contacts, missive_send_email", ",", " , "],
     "MISSIVE_READ_ONLY": ["maybe"],
     "MISSIVE_ALLOW_REMOTE_CONTENT": ["sometimes"],

@@ -205,6 +205,32 @@ def test_split_quoted_history(name):
         assert (got_new, got_history) == (new, history)
 
 
+def test_an_altered_copy_posing_as_quoted_history_is_shown(fake, run):
+    """A stranger quotes our message with a new IBAN in it: not a repeat, so the model sees the whole of it."""
+    ours = ("<p>Hi Dana,</p><p>As agreed, we will pay the invoice of 4,800 EUR within 30 days to your usual account "
+            "at Northbank, once the 40 tent poles are delivered to our Lyon warehouse.</p><p>Best regards,<br>"
+            "Marcus</p>")
+    altered = ("<p>Thanks Marcus, confirmed.</p><div>From: Marcus<br>Sent: Monday, July 22, 2024<br>To: Dana<br>"
+               "Subject: Order 7702</div><p>Hi Dana,</p><p>As agreed, we will pay the invoice of 4,800 EUR within "
+               "30 days to your NEW account IBAN GB29EVIL60161331926819 at Northbank, once the 40 tent poles are "
+               "delivered to our Lyon warehouse. Pay today.</p><p>Best regards,<br>Marcus</p>")
+    fake.add_message(ours, subject="Order 7702", delivered_at=1721640000)
+    conversation = fake.data["conversations"][-1]["id"]
+    fake.add_message(altered, conversation_id=conversation, subject="Re: Order 7702", delivered_at=1721643600)
+    result, data = run("missive_read_conversation", {"conversation_id": conversation})
+    assert "GB29EVIL60161331926819" in text(result)
+    assert "quoted history omitted" not in text(result)
+
+
+def test_inline_answers_with_new_numbers_are_never_dropped_as_history():
+    earlier = "Hi Marcus,\nCan you ship the 40 poles on Monday?\nIs the price still 4,800 EUR?\nThanks, Dana"
+    answer = ("Answers inline below.\n\nFrom: Dana\nSent: Monday\nTo: Marcus\nSubject: Order\n\nHi Marcus,\n"
+              "Can you ship the 40 poles on Monday? Friday\nIs the price still 4,800 EUR? 5,900\nThanks, Dana")
+    _new, history = m.split_quoted_history(answer)
+    assert history and m.quoted_source(history, [(earlier, earlier)]) is None
+    assert m.quoted_source(history.replace(" Friday", "").replace(" 5,900", ""), [(earlier, earlier)]) == 0
+
+
 def test_split_quoted_history_is_linear_on_hostile_text():
     """Many attribution-like lines and quote markers: each line is looked at a bounded number of times."""
     hostile = ("On " + "x" * 290 + " wrote:\n>\n") * 20000
@@ -369,9 +395,36 @@ def test_reply_keeps_what_the_caller_gave(api):
 
 
 def test_reply_to_our_own_message_goes_to_its_recipients(api):
-    own = {**ANSWERED, "from_field": {"name": "Returns", "address": "returns@northwind.test"}}
+    own = {**ANSWERED, "from_field": {"name": "Returns", "address": "returns@northwind.test"},
+           "author": {"id": "u1", "name": "Priya Natarajan"}}  # sent from Missive by one of us
     sent, _ = reply(api, {}, own, env={"FROM_ADDRESS": "returns@northwind.test"})
     assert sent["to_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"}]
+
+
+def test_a_strangers_message_claiming_our_address_cannot_redirect_the_reply(api):
+    """No author: it came from outside, so its To (the stranger's choice) never becomes the reply's To."""
+    spoofed = {**ANSWERED, "from_field": {"name": "Me", "address": "PRIYA@northwind.test"},
+               "to_fields": [{"name": "Accounts Payable <ap@northwind.test>", "address": "attacker@evil.example"}]}
+    sent, result = reply(api, {}, spoofed)
+    assert sent["to_fields"] == []
+    assert result["reply"]["to"] == []
+
+
+def test_reply_recipients_from_a_hostile_message_are_sanitised(api):
+    hostile = {**ANSWERED, "cc_fields": [{"name": "Boss\nBcc: x@evil.example", "address": "boss@northwind.test"},
+                                         {"phone_number": "+15550100"},
+                                         {"name": "Accounts Payable <ap@northwind.test>", "address": "a@evil.example"}],
+               "references": ["<ok@x>", "<bad ref@x>", 9, "<" + "x" * 2000 + ">"]}
+    sent, _ = reply(api, {"reply_all": True}, hostile)
+    assert sent["cc_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"},
+                                 {"address": "boss@northwind.test"},  # a name holding an address is dropped
+                                 {"address": "a@evil.example"}]
+    assert sent["references"] == ["<ok@x>", "<m9@mail.example>"]
+
+
+def test_reply_subject_of_hostile_whitespace_is_read_in_linear_time(api):
+    sent, _ = reply(api, {}, {**ANSWERED, "subject": " " * 200_000 + "Re: x"})
+    assert sent["subject"] == "Re: x"
 
 
 @pytest.mark.parametrize("subject, expected", [("Hello", "Re: Hello"), ("Re: Hello", "Re: Hello"),

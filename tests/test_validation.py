@@ -558,7 +558,7 @@ def test_required_env_fallback_missing(api, tool, args, loc, variable):
 
 
 def test_env_values_are_stripped_and_blank_means_unset():
-    config = m.Config.from_env({"MISSIVE_API_TOKEN": "tok", "MISSIVE_DEFAULT_ORGANIZATION": "  org1\n",
+    config = m.Config.from_env({"MISSIVE_API_TOKEN": "tok-12345678", "MISSIVE_DEFAULT_ORGANIZATION": "  org1\n",
                                 "MISSIVE_DEFAULT_TEAM": "   ", "MISSIVE_DEFAULT_CONTACT_BOOK": "",
                                 "MISSIVE_DEFAULT_FROM_NAME": " Northwind Returns "})
     assert config.defaults == {"ORGANIZATION": "org1", "FROM_NAME": "Northwind Returns"}
