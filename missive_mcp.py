@@ -1135,7 +1135,7 @@ _HTML_CSS_PROPS = frozenset(
     "overflow-y position left top right bottom text-indent margin margin-left margin-top transform clip "
     "clip-path".split())
 _HTML_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.S)
-_HTML_CSS_SCAN = re.compile(r"<(?:(!--)|(style)|(script))(?=[\s/>])", re.I)
+_HTML_CSS_SCAN = re.compile(r"<(?:(!--)|(style)(?=[\s/>])|(script)(?=[\s/>]))", re.I)
 _HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
 _HTML_CSS_BRACE = re.compile("[{}]")
 _HTML_CSS_NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))([a-z%]*)")
@@ -1496,7 +1496,8 @@ class _HtmlRenderer:
                     pos = n if gt < 0 else gt + 1
                     if gt >= 0 and (self.open_at.get(tag) or self.deep_tags.get(tag) or tag == "br"):
                         self.end(tag)
-                elif closed and (tag == "br" or tag not in _HTML_KINDS) and not self.head_at:
+                elif closed and (tag == "br" or tag not in _HTML_KINDS) and not self.head_at and not (
+                        self.rules and (tag in self.rules or "*" in self.rules)):
                     self.stack[-1].kids += 1  # <b>, <span>: nothing to track
                     pos = markup.end()
                     if tag == "br":
@@ -1569,7 +1570,7 @@ class _HtmlRenderer:
         if self.head_at and tag not in _HTML_HEAD_OK:
             self.close_to(self.head_at)
         parent = self.stack[-1]
-        if kind is None and not attrs:  # <b>, <span>: nothing to track
+        if kind is None and not attrs and not (self.rules and (tag in self.rules or "*" in self.rules)):
             parent.kids += 1
             return
         if self.deep:  # past the frame limit only same-tag ends are implied, found by count
