@@ -1105,6 +1105,8 @@ _HTML_MARKUP = re.compile(r"<(?:(/?)([a-zA-Z][^\s/>\x00]*)(>?)|(!--)|[!?/])")
 _HTML_ATTR = re.compile(r"""([^\s/>"'=][^\s/>"'=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
 _HTML_VALUE_QUOTE = re.compile(r"""=\s*(["'])""")
 _HTML_ATTR_REF = re.compile(r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;)")
+# A character reference too large for any code point (html.unescape would feed its digits to int() and fail).
+_HTML_HUGE_REF = re.compile(r"&#(?:[xX]0*[1-9a-fA-F][0-9a-fA-F]{6,}|0*[1-9][0-9]{7,});?")
 # Elements whose content is not markup: dropped (script...), shown as text (textarea is "skip": a form field),
 # or shown preformatted. Their end is found with one memoised search.
 _HTML_RAW = {tag: re.compile(r"</%s[\s/>]" % tag, re.I)
@@ -1159,6 +1161,10 @@ _HTML_INHERIT = "inherit"
 # A look is what descendants inherit: (text hidden, font-size 0, visibility hidden, color, text fill, background,
 # opacity). Backgrounds are known colours, or None behind an image (no colour can be judged against it).
 _HTML_ROOT_LOOK = (False, False, False, _HTML_BLACK, None, _HTML_WHITE, 1.0)
+
+
+def _html_unescape(s):
+    return html.unescape(_HTML_HUGE_REF.sub("\ufffd", s) if "&#" in s else s)
 
 
 def _html_px(value):
@@ -1258,7 +1264,7 @@ def _html_color(value):
     if v.endswith(")") and v[:3] in ("rgb", "hsl"):
         args = v[v.find("(") + 1:-1].replace(",", " ").replace("/", " ").split()
         nums = [_html_fraction(a) if a.endswith("%") else _html_px(a.replace("deg", "")) for a in args]
-        if len(nums) < 3 or None in nums:
+        if len(nums) < 3 or None in nums or not all(map(math.isfinite, nums)):
             return None
         alpha = nums[3] if len(nums) > 3 else 1.0
         if v[:3] == "hsl":
@@ -1533,7 +1539,7 @@ class _HtmlRenderer:
             name = name.lower()
             if name not in attrs:  # browsers keep the first of repeated attributes
                 value = dq or sq or bare
-                attrs[name] = _HTML_ATTR_REF.sub(lambda m: html.unescape(m.group()), value) if "&" in value else value
+                attrs[name] = _HTML_ATTR_REF.sub(lambda m: _html_unescape(m.group()), value) if "&" in value else value
         end = gt + 1
         raw = _HTML_RAW.get(tag)
         if raw is None:
@@ -1698,7 +1704,7 @@ class _HtmlRenderer:
         if "border-top:solid" not in "".join(attrs.get("style", "").split()).lower():
             return False
         ahead = _HTML_TAGS.sub(" ", self.src[pos:pos + _HTML_LOOKAHEAD])
-        return bool(_HTML_REPLY_FROM.match(html.unescape(ahead)))
+        return bool(_HTML_REPLY_FROM.match(_html_unescape(ahead)))
 
     def quote_from(self, frame):
         # The header, its single-child wrappers and everything after them at that level is the earlier message.
@@ -1915,7 +1921,7 @@ class _HtmlRenderer:
                 return
             line = prefix.rstrip()
         else:
-            line = (prefix + text).rstrip().replace("\xa0", " ") if self.pre else prefix + text
+            line = prefix + text
             self.last = out
         if len(out) > 4096:  # lines are joined in chunks: a list of a million short strings would cost more
             self.done.append("\n".join(out[:-1]))
@@ -1937,7 +1943,7 @@ class _HtmlRenderer:
         if self.hide_at or self.deep_hidden or self.stack[-1].look[0]:
             return
         if not raw and "&" in s:
-            s = html.unescape(s)
+            s = _html_unescape(s)
         if self.pre:
             pieces = visible_text(s).split("\n")
             for piece in pieces[:-1]:
@@ -1981,8 +1987,7 @@ class _HtmlRenderer:
     def end_line(self):
         text = "".join(self.chunks + self.cur) if self.chunks else "".join(self.cur)
         self.cur, self.chunks, self.cur_len, self.unseen = [], [], 0, False
-        if not self.pre or not text.strip():
-            text = text.strip()
+        text = text.rstrip().replace("\xa0", " ") if self.pre else text.strip()
         if text:
             self.line(text, len(self.boxes) - 1)
         else:
@@ -2117,9 +2122,9 @@ class _HtmlRenderer:
         while len(self.boxes) > 1:
             self.close_box(self.boxes[-1])
         text = "\n".join(self.done + self.out)  # every piece went through visible_text; joining keeps that
-        if stopped == "limit":
-            text = text[:self.limit].rstrip()
-        return Rendered(text, stopped, consumed if stopped else len(self.src))
+        if len(text) > self.limit:  # what was still held (a row, the last line) can overshoot
+            text, stopped = text[:self.limit].rstrip(), stopped or "limit"
+        return Rendered(text, stopped, consumed)
 
 
 def _html_url_key(url):

@@ -489,6 +489,8 @@ GARBAGE = [
     "\ud800", "<br/></br>", "<table><td><tr></table></tr>", "<ul><li><ol><li></ul></ol>", "<pre>", "</pre>x",
     "<blockquote>" * 500, "<div>" * 5000 + "deep", "<svg><style>", "<script>", "<style>x", "<p\n\nclass=a>b",
     "<img alt='x' src=\"", "<a href='javascript:'>", "\r\n\r\n", "&nbsp;" * 10, "<o:p>", "<v:shape/>",
+    "&#" + "9" * 5000 + ";", "<a href='&#x" + "f" * 5000 + "'>x</a>", "<p style='color:hsl(" + "9" * 400 + ",1%,1%)'>",
+    "<plaintext>\xa0 x \xa0", "<table><td><plaintext>a\xa0 ",
 ]
 
 
@@ -646,6 +648,13 @@ def test_max_chars_stops_early_on_hostile_bodies(name):
     assert result.stopped == "limit"
     assert len(result.text) <= 20_000 + missive_mcp._HTML_MARGIN
     assert result.consumed < len(source) / 5
+
+
+def test_max_chars_bounds_text_still_held_at_the_end():
+    # A row is held until it ends; at the end of the body what it held must still respect the limit.
+    result = render_html("<table><tr>" + "<td>word</td>" * 2000, max_chars=100)
+    assert result.stopped == "limit"
+    assert len(result.text) <= 100 + missive_mcp._HTML_MARGIN
 
 
 def test_complete_conversion_reports_everything_consumed():
