@@ -998,16 +998,16 @@ def shape_reply(tool: Tool, passed: dict, reply: Reply) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Readable message bodies: email HTML to the text a person would read (standard library only)
 # ---------------------------------------------------------------------------------------------------------------------
-# Bodies are written by strangers, so for ANY input this section promises:
-#   * Bounded work: one forward pass over the source with str.find and linear regexes; every search that can fail
-#     is memoised so nothing is rescanned; the open-element stack, the nested prefixes, the rows held for layout
-#     and every look-ahead have fixed budgets; no recursion follows the input's structure. Output stops growing at
-#     max_chars + _HTML_MARGIN, and the source is read no further.
-#   * Only what a person sees: text hidden by CSS, attributes, colour or position is dropped (_html_look), and every
-#     character goes through visible_text.
-#   * Honest links: a link shows its real target unless that is exactly its visible text (_HtmlRenderer.link_end).
+# Bodies are written by strangers, so for ANY input this section keeps three promises.
+#   Bounded: one forward pass over the source with str.find and linear regexes (a search that can fail is memoised,
+#     so nothing is rescanned); fixed budgets for the open elements, nested prefixes, rows held for layout and every
+#     look-ahead; no recursion on the input's structure. Output stops at max_chars + _HTML_MARGIN and the rest of
+#     the source is not read. Time and memory are O(len(source)).
+#   Only what a person sees: text hidden by attributes, CSS, colour or position is dropped (_HtmlRenderer.look), and
+#     every character goes through visible_text.
+#   Honest links: a link shows its real target unless that is exactly its visible text (_HtmlRenderer.link_end).
 
-# Hand-written so start-up never walks Unicode; tests walk it and prove every Cf and Cc character is listed.
+# Hand-written so start-up never walks Unicode; a test walks it and proves every Cf and Cc character is covered.
 _VISIBLE_DROP = (
     (0x0000, 0x0008), (0x000B, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x034F, 0x034F), (0x0600, 0x0605),
     (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x115F, 0x1160),
@@ -1015,7 +1015,7 @@ _VISIBLE_DROP = (
     (0x3164, 0x3164), (0xD800, 0xDFFF), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
     (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE007F),
     (0xE0100, 0xE01EF),
-)  # plus U+200D (ZWJ) and U+FE00-FE0F (variation selectors), kept only where they form an emoji (_visible_joiner)
+)  # and U+200D (ZWJ), U+FE00-FE0F (variation selectors): kept only inside an emoji (_visible_joiner)
 _VISIBLE_INVISIBLE = re.compile("[%s]+" % "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _VISIBLE_DROP))
 _VISIBLE_JOINERS = re.compile("[\u200d\ufe00-\ufe0f]+")
 _VISIBLE_ASCII_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
@@ -1026,10 +1026,8 @@ def _visible_pictograph(c: str) -> bool:
 
 
 def _visible_joiner(match) -> str:
-    run, s = match.group(), match.string
-    before = s[match.start() - 1] if match.start() else ""
-    after = s[match.end()] if match.end() < len(s) else ""
-    kept = ""
+    run, s, start, end = match.group(), match.string, match.start(), match.end()
+    before, after, kept = s[start - 1] if start else "", s[end] if end < len(s) else "", ""
     if run[0] != "\u200d" and before and not before.isspace():
         kept, run = run[0], run[1:]  # one selector may style the character before it; a run of them is data
     if run == "\u200d" and _visible_pictograph(before) and _visible_pictograph(after):
@@ -1046,7 +1044,7 @@ def visible_text(s: str) -> str:
     if "\u2028" in s or "\u2029" in s:
         s = s.replace("\u2028", "\n").replace("\u2029", "\n")
     s = _VISIBLE_INVISIBLE.sub("", s)
-    return _VISIBLE_JOINERS.sub(_visible_joiner, s) if not s.isascii() else s
+    return s if s.isascii() else _VISIBLE_JOINERS.sub(_visible_joiner, s)
 
 
 class Rendered(NamedTuple):
@@ -1059,12 +1057,12 @@ class Rendered(NamedTuple):
 _HTML_MARGIN = 256          # characters produced past max_chars before stopping: the caller sees there was more
 _HTML_SLICE = 65536         # longest text run handled in one step, so the limit and the deadline are checked often
 _HTML_TICK = 255            # the deadline is checked every 256 tokens (a mask)
-_HTML_MAX_FRAMES = 256      # open elements with full render state; deeper ones are kept as (tag, kind, hides, link)
+_HTML_MAX_FRAMES = 256      # open elements with full state; deeper ones are kept as (tag, kind, hides, link)
 _HTML_MAX_BOXES = 24        # nested prefixes and cell captures; deeper quotes, items and cells render flat
-_HTML_MAX_PREFIX = 16       # characters of "> - " prefix on a line: short lines cannot multiply the output
+_HTML_MAX_PREFIX = 16       # characters of "> - " before a line: short lines cannot multiply the output
 _HTML_MAX_QUOTES = 4        # reply headers quote this deep, then only start a paragraph
-_HTML_MAX_ROWS = 6          # table rows held at once to choose between "a | b" and blocks; deeper rows are blocks
-_HTML_MAX_CELLS = 1000      # cells one such row may hold
+_HTML_MAX_ROWS = 6          # table rows held at once to choose "a | b" or blocks; deeper rows are blocks
+_HTML_MAX_CELLS = 1000      # cells one held row may collect
 _HTML_LOOKAHEAD = 800       # source characters read after an Outlook border-top block to spot its "From:"
 _HTML_CSS_BUDGET = 100_000  # characters of <style> examined
 _HTML_CACHE = 4096          # entries in each style cache before it is emptied
@@ -1074,68 +1072,72 @@ _HTML_KINDS = {tag: kind for kind, tags in (
     ("line", "div dd dt address center section article header footer nav main aside figcaption form fieldset "
              "legend details summary body html option"),
     ("para", "p dl figure"), ("h", "h1 h2 h3 h4 h5 h6"), ("list", "ul ol menu dir"), ("li", "li"),
-    ("quote", "blockquote"), ("pre", "pre listing xmp plaintext"), ("table", "table"),
-    ("sect", "thead tbody tfoot colgroup"), ("tr", "tr"), ("cell", "td th"), ("caption", "caption"), ("a", "a"),
+    ("quote", "blockquote"), ("pre", "pre listing xmp plaintext"), ("table", "table"), ("tr", "tr"),
+    ("sect", "thead tbody tfoot colgroup"), ("cell", "td th"), ("caption", "caption"), ("a", "a"),
     ("skip", "head title style script noscript template svg math xml iframe object applet canvas audio video "
              "select datalist map textarea noembed noframes"),
     ("void", "area base basefont bgsound br col embed frame hr image img input keygen link meta param source "
              "track wbr"),
 ) for tag in tags.split()}
-_HTML_FLAT_PARA = frozenset("para h quote pre table".split())  # kinds that start a paragraph when rendered flat
+# kind -> what its start and end do to the lines around it: 1 ends the line, 2 also leaves a blank line
+_HTML_BREAK = {"line": 1, "li": 1, "tr": 1, "cell": 1, "caption": 1, "para": 2, "h": 2, "quote": 2, "pre": 2,
+               "table": 2, "list": 2}
 _HTML_CLOSES_P = frozenset("line para h list quote pre table sect caption".split())
 _HTML_HEAD_OK = frozenset("meta link title style script base noscript template xml".split())
-_HTML_LIST_BARRIERS = ("ul", "ol", "menu", "dir", "dl", "td", "th", "table")
-_HTML_DEFAULT_BARRIERS = ("td", "th", "table", "caption")
-_HTML_TABLE_BARRIERS = ("table",)
-# start tag -> (open elements it ends, elements that shield them)
-_HTML_IMPLIED = {"li": (("li",), _HTML_LIST_BARRIERS), "dt": (("dt", "dd"), _HTML_LIST_BARRIERS),
-                 "dd": (("dt", "dd"), _HTML_LIST_BARRIERS), "td": (("td", "th"), ("tr", "table")),
-                 "th": (("td", "th"), ("tr", "table")), "tr": (("tr",), _HTML_TABLE_BARRIERS),
-                 "caption": (("tr", "caption"), _HTML_TABLE_BARRIERS), "a": (("a",), _HTML_DEFAULT_BARRIERS),
-                 "thead": (("thead", "tbody", "tfoot", "tr"), _HTML_TABLE_BARRIERS),
-                 "tbody": (("thead", "tbody", "tfoot", "tr"), _HTML_TABLE_BARRIERS),
-                 "tfoot": (("thead", "tbody", "tfoot", "tr"), _HTML_TABLE_BARRIERS),
-                 "option": (("option",), ("select", "datalist"))}
+_HTML_LISTS = ("ul", "ol", "menu", "dir", "dl", "td", "th", "table")
+_HTML_SCOPE = ("td", "th", "table", "caption")
+_HTML_TABLE = ("table",)
+_HTML_SECTIONS = ("thead", "tbody", "tfoot", "tr")
+# start tag -> (open elements it ends, elements that shield them), as browsers close unclosed <li>, <td>...
+_HTML_IMPLIED = {"li": (("li",), _HTML_LISTS), "dt": (("dt", "dd"), _HTML_LISTS), "dd": (("dt", "dd"), _HTML_LISTS),
+                 "td": (("td", "th"), ("tr", "table")), "th": (("td", "th"), ("tr", "table")),
+                 "tr": (("tr",), _HTML_TABLE), "caption": (("tr", "caption"), _HTML_TABLE), "a": (("a",), _HTML_SCOPE),
+                 "thead": (_HTML_SECTIONS, _HTML_TABLE), "tbody": (_HTML_SECTIONS, _HTML_TABLE),
+                 "tfoot": (_HTML_SECTIONS, _HTML_TABLE), "option": (("option",), ("select", "datalist"))}
 # end tag -> elements it may not reach past (a stray </div> inside a cell must not close the table around it)
-_HTML_END_BARRIERS = {tag: _HTML_TABLE_BARRIERS for tag in "td th tr thead tbody tfoot caption".split()}
-_HTML_END_BARRIERS.update(table=(), li=_HTML_LIST_BARRIERS, dt=_HTML_LIST_BARRIERS, dd=_HTML_LIST_BARRIERS)
+_HTML_END_SCOPE = dict.fromkeys("td th tr thead tbody tfoot caption".split(), _HTML_TABLE)
+_HTML_END_SCOPE.update(table=(), li=_HTML_LISTS, dt=_HTML_LISTS, dd=_HTML_LISTS)
 
 # The tokenizer. "<" starts markup only before a letter, "/", "!" or "?"; anything else is text.
 _HTML_MARKUP = re.compile(r"<(?:(/?)([a-zA-Z][^\s/>\x00]*)(>?)|(!--)|[!?/])")
 _HTML_ATTR = re.compile(r"""([^\s/>"'=][^\s/>"'=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
 _HTML_VALUE_QUOTE = re.compile(r"""=\s*(["'])""")
-_HTML_ATTR_REF = re.compile(r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;)")
-# A character reference too large for any code point (html.unescape would feed its digits to int() and fail).
-_HTML_HUGE_REF = re.compile(r"&#(?:[xX]0*[1-9a-fA-F][0-9a-fA-F]{6,}|0*[1-9][0-9]{7,});?")
-# Elements whose content is not markup: dropped (script...), shown as text (textarea is "skip": a form field),
-# or shown preformatted. Their end is found with one memoised search.
+_HTML_ATTR_REF = re.compile(r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;)")  # "&copy=" is no ref there
+_HTML_HUGE_REF = re.compile(r"&#(?:[xX]0*[1-9a-fA-F][0-9a-fA-F]{6,}|0*[1-9][0-9]{7,});?")  # past U+10FFFF
+# Elements whose content is not markup: shown preformatted (xmp, plaintext) or dropped. One memoised search each.
 _HTML_RAW = {tag: re.compile(r"</%s[\s/>]" % tag, re.I)
              for tag in "script style title textarea iframe noembed noframes noscript xmp plaintext".split()}
-_HTML_RAW_SHOWN = frozenset(["xmp", "plaintext"])
-# Runs of whitespace that are not already one plain space (so a normal sentence costs no replacement); no-break
-# spaces count, as they collapse to one on screen in practice (&nbsp;&nbsp; padding).
+# Whitespace runs other than one plain space, so ordinary prose needs no replacement; no-break spaces count as
+# spaces (&nbsp;&nbsp; padding shows as one gap).
 _HTML_WS = re.compile("(?: |[\t\n\r\f\xa0\u2007\u202f])[ \t\n\r\f\xa0\u2007\u202f]+|[\t\n\r\f\xa0\u2007\u202f]")
 _HTML_TAGS = re.compile(r"<[^<>]*>?")
 _HTML_MSO_PARA = re.compile(r"\bmso", re.I)
 _HTML_REPLY_FROM = re.compile(r"\s*(from|von|de|da|van)\s*:", re.I)
 _HTML_REPLY_IDS = frozenset(["divrplyfwdmsg", "mail-editor-reference-message-container"])
 _HTML_PIXEL_STYLE = re.compile(r"(?<![-\w])(width|height)\s*:\s*[01](px)?\s*(;|!|$)", re.I)
-_HTML_LEADING_INT = re.compile(r"\s*(-?\d{1,9})")
+_HTML_INT = re.compile(r"\s*(-?\d{1,9})")
 
-# Links. Targets a click would run or read locally are named, never followed or hidden.
-_HTML_LINK_KINDS = {"javascript": "unsafe", "vbscript": "unsafe", "livescript": "unsafe", "data": "unsafe",
-                    "file": "unsafe", "blob": "unsafe", "filesystem": "unsafe", "jar": "unsafe",
-                    "view-source": "unsafe", "mailto": "mail", "tel": "tel"}
+# Links: targets a click would run or read locally are named, never shown as if they were addresses.
+_HTML_LINK_KINDS = dict.fromkeys("javascript vbscript livescript data file blob filesystem jar view-source".split(),
+                                 "unsafe")
+_HTML_LINK_KINDS.update(mailto="mail", tel="tel")
 _HTML_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
 _HTML_URL_PREFIX = re.compile(r"(?:mailto:|[a-z][a-z0-9+.\-]*://)?(?:www\.)?", re.I)
 _HTML_URLISH = re.compile(r"\w\.[^\W\d_]{2,}|\d\.\d+\.\d|://|@|\bwww\b")  # a URL, a domain or an e-mail address
 
-# CSS. Only these properties can hide text; everything else is ignored before it is stored.
-_HTML_CSS_PROPS = frozenset(
-    "display visibility content-visibility opacity filter font-size font color -webkit-text-fill-color background "
-    "background-color background-image height max-height width max-width line-height overflow overflow-x "
-    "overflow-y position left top right bottom text-indent margin margin-left margin-top transform clip "
-    "clip-path".split())
+
+def _html_unescape(s):
+    return html.unescape(_HTML_HUGE_REF.sub("\ufffd", s) if "&#" in s else s)
+
+
+def _html_url_key(url):
+    """A URL or address as compared with link text: scheme, "www." and trailing "/" dropped, host lower-cased."""
+    rest = _HTML_URL_PREFIX.sub("", url.strip(), count=1).rstrip("/")
+    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    return rest[:cut].lower() + rest[cut:]
+
+
+# CSS: what makes text invisible. Declarations of other properties are dropped as they are parsed.
 _HTML_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.S)
 _HTML_CSS_SCAN = re.compile(r"<(?:(!--)|(style)(?=[\s/>])|(script)(?=[\s/>]))", re.I)
 _HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
@@ -1145,26 +1147,21 @@ _HTML_CSS_FUNCTION = re.compile(r"([a-z0-9-]+)\(([^()]*)\)")
 _HTML_CSS_COLOR = re.compile(r"#[0-9a-f]+|(?:rgba?|hsla?)\([^()]*\)|[a-z]+")
 _HTML_CSS_UNITS = {"": 1, "px": 1, "pt": 4 / 3, "pc": 16, "in": 96, "cm": 37.8, "mm": 3.78, "q": 0.945, "em": 16,
                    "rem": 16, "ex": 8, "ch": 8, "%": 6, "vw": 12, "vh": 8, "vmin": 8, "vmax": 12}
-_HTML_FAR = (-500, 5000)  # px: positions and shifts outside this range are off-screen
-_HTML_NEAR = 16           # a text colour within this of its background on every channel is invisible
-_HTML_FAINT = 0.1         # opacity (or colour alpha) below this is invisible
-_HTML_COLORS = {name: tuple(int(rgb[i:i + 2], 16) for i in (0, 2, 4)) + (1.0,) for name, rgb in (
-    line.split(":") for line in (
+_HTML_FAR = (-500, 5000)  # px: a position or shift outside this range is off-screen
+_HTML_NEAR = 16           # a text colour within this of its background on every channel (0-255) is invisible
+_HTML_FAINT = 0.1         # opacity or colour alpha below this is invisible
+_HTML_COLORS = {name: (int(rgb[:2], 16), int(rgb[2:4], 16), int(rgb[4:], 16), 1.0) for name, rgb in (
+    pair.split(":") for pair in (
         "white:ffffff black:000000 snow:fffafa ivory:fffff0 ghostwhite:f8f8ff whitesmoke:f5f5f5 seashell:fff5ee "
         "floralwhite:fffaf0 mintcream:f5fffa azure:f0ffff aliceblue:f0f8ff honeydew:f0fff0 linen:faf0e6 "
         "oldlace:fdf5e6 lavenderblush:fff0f5 cornsilk:fff8dc lightyellow:ffffe0 beige:f5f5dc lemonchiffon:fffacd "
         "lightcyan:e0ffff gainsboro:dcdcdc silver:c0c0c0 gray:808080 grey:808080 red:ff0000 maroon:800000 "
         "green:008000 lime:00ff00 blue:0000ff navy:000080 yellow:ffff00 orange:ffa500 purple:800080 "
         "teal:008080").split())}
-_HTML_BLACK, _HTML_WHITE, _HTML_LINK_BLUE = (0, 0, 0, 1.0), (255, 255, 255, 1.0), (0, 0, 238, 1.0)
+# A look is what an element's content inherits: (text hidden, font-size 0, visibility hidden, colour, text fill,
+# background, opacity). A background is a colour, or None behind an image, where no colour can be judged.
+_HTML_ROOT_LOOK = (False, False, False, _HTML_COLORS["black"], None, _HTML_COLORS["white"], 1.0)
 _HTML_INHERIT = "inherit"
-# A look is what descendants inherit: (text hidden, font-size 0, visibility hidden, color, text fill, background,
-# opacity). Backgrounds are known colours, or None behind an image (no colour can be judged against it).
-_HTML_ROOT_LOOK = (False, False, False, _HTML_BLACK, None, _HTML_WHITE, 1.0)
-
-
-def _html_unescape(s):
-    return html.unescape(_HTML_HUGE_REF.sub("\ufffd", s) if "&#" in s else s)
 
 
 def _html_px(value):
@@ -1173,33 +1170,17 @@ def _html_px(value):
     return None if factor is None else float(m.group(1)) * factor
 
 
+def _html_fraction(value):
+    m = _HTML_CSS_NUMBER.fullmatch(value.strip())
+    return float(m.group(1)) / (100 if m.group(2) else 1) if m and m.group(2) in ("", "%") else None
+
+
 def _html_far(value):
     return any(px is not None and not _HTML_FAR[0] < px < _HTML_FAR[1] for px in map(_html_px, value.split()))
 
 
-def _html_fraction(value):
-    m = _HTML_CSS_NUMBER.fullmatch(value.strip())
-    if not m or m.group(2) not in ("", "%"):
-        return None
-    return float(m.group(1)) / (100 if m.group(2) else 1)
-
-
 def _html_functions(value):
-    return [(name, [a for a in args.replace(",", " ").replace("/", " ").split()])
-            for name, args in _HTML_CSS_FUNCTION.findall(value)]
-
-
-def _html_transform_hides(value):
-    for name, args in _html_functions(value):
-        px = [_html_px(a) for a in args]
-        if name.startswith("scale") and any(_html_fraction(a) == 0 for a in args[:2 if name == "scale" else 3]):
-            return True
-        if name == "matrix" and len(args) == 6 and None not in px and (
-                px[0] * px[3] - px[1] * px[2] == 0 or _html_far(f"{args[4]} {args[5]}")):
-            return True
-        if name.startswith("translate") and _html_far(" ".join(args)):
-            return True
-    return False
+    return [(name, args.replace(",", " ").replace("/", " ").split()) for name, args in _HTML_CSS_FUNCTION.findall(value)]
 
 
 def _html_sides(values):
@@ -1209,43 +1190,64 @@ def _html_sides(values):
     return top, right, values[2] if len(values) > 2 else top, values[3] if len(values) > 3 else right
 
 
+def _html_transform_hides(value):
+    for name, args in _html_functions(value):
+        px = [_html_px(a) for a in args]
+        if name.startswith("scale") and any(_html_fraction(a) == 0 for a in args[:2 if name == "scale" else 3]):
+            return True
+        if name == "matrix" and len(px) == 6 and None not in px and (
+                px[0] * px[3] - px[1] * px[2] == 0 or _html_far(f"{args[4]} {args[5]}")):
+            return True
+        if name.startswith("translate") and _html_far(" ".join(args)):
+            return True
+    return False
+
+
 def _html_clip_hides(value):
     for name, args in _html_functions(value):
         if name == "rect" and len(args) == 4:
             top, right, bottom, left = map(_html_px, args)
-            if (None not in (top, bottom) and bottom <= top) or (None not in (left, right) and right <= left):
-                return True
-        if name in ("circle", "ellipse") and args and _html_px(args[0]) == 0:
-            return True
-        if name == "inset" and args:
+        elif name == "inset" and args:  # percentages only: an inset of half from both sides leaves nothing
             args = args[:args.index("round")] if "round" in args else args
             top, right, bottom, left = _html_sides([_html_fraction(a) if a.endswith("%") else None for a in args])
-            if (None not in (top, bottom) and top + bottom >= 1) or (None not in (left, right) and left + right >= 1):
+            bottom, right = (None if bottom is None else 1 - bottom), (None if right is None else 1 - right)
+        else:
+            if name in ("circle", "ellipse") and args and _html_px(args[0]) == 0:
                 return True
+            continue
+        if (None not in (top, bottom) and bottom <= top) or (None not in (left, right) and right <= left):
+            return True
     return False
 
 
-def _html_filter_opacity(value):
-    for name, args in _html_functions(value):
+def _html_opacity(decls):
+    own = _html_fraction(decls.get("opacity", "1"))
+    own = 1.0 if own is None else own
+    for name, args in _html_functions(decls.get("filter", "")):
         if name == "opacity" and args and _html_fraction(args[0]) is not None:
-            return _html_fraction(args[0])
-    return 1.0
+            own *= _html_fraction(args[0])
+    return max(own, 0.0)
 
 
-# property -> test: a true result hides the element and everything in it, whatever its descendants say.
-_HTML_HIDE_TESTS = (
-    ("display", lambda v: v == "none"),
-    ("content-visibility", lambda v: v == "hidden"),
-    ("transform", _html_transform_hides),
-    ("clip", _html_clip_hides),
-    ("clip-path", _html_clip_hides),
-    ("text-indent", _html_far),
-    ("margin-left", _html_far),
-    ("margin-top", _html_far),
-    ("margin", _html_far),
+def _html_overflow_hidden(decls):
+    return any(decls.get(p, "").split()[:1] in (["hidden"], ["clip"]) for p in ("overflow", "overflow-x", "overflow-y"))
+
+
+# property -> test of (value, all declarations): a true result hides the element and everything in it.
+_HTML_HIDES = dict(
+    display=lambda v, d: v == "none",
+    transform=lambda v, d: _html_transform_hides(v),
+    clip=lambda v, d: _html_clip_hides(v),
+    **{"content-visibility": lambda v, d: v == "hidden", "clip-path": lambda v, d: _html_clip_hides(v)},
+    **dict.fromkeys(("text-indent", "margin", "margin-left", "margin-top"), lambda v, d: _html_far(v)),
+    **dict.fromkeys(("left", "top", "right", "bottom"),
+                    lambda v, d: d.get("position", "static") != "static" and _html_far(v)),
+    **dict.fromkeys(("height", "max-height", "width", "max-width", "line-height"),
+                    lambda v, d: _html_px(v.split()[0] if v else "") == 0 and _html_overflow_hidden(d)),
 )
-_HTML_ZERO_SIZE = ("height", "max-height", "width", "max-width", "line-height")  # hide with overflow hidden
-_HTML_OFFSETS = ("left", "top", "right", "bottom")  # hide when far off-screen on a positioned element
+_HTML_CSS_PROPS = frozenset(_HTML_HIDES) | frozenset(
+    "visibility opacity filter font-size font color -webkit-text-fill-color background background-color "
+    "background-image overflow overflow-x overflow-y position".split())
 
 
 def _html_color(value):
@@ -1256,11 +1258,10 @@ def _html_color(value):
     if v == "transparent":
         return (0, 0, 0, 0.0)
     if v[0] == "#":
-        h = v[1:]
-        h = "".join(c * 2 for c in h) if len(h) in (3, 4) else h
+        h = "".join(c * 2 for c in v[1:]) if len(v) in (4, 5) else v[1:]
         if len(h) not in (6, 8) or h.strip("0123456789abcdef"):
             return None
-        return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) + (int(h[6:8] or "ff", 16) / 255,)
+        return int(h[:2], 16), int(h[2:4], 16), int(h[4:6], 16), int(h[6:] or "ff", 16) / 255
     if v.endswith(")") and v[:3] in ("rgb", "hsl"):
         args = v[v.find("(") + 1:-1].replace(",", " ").replace("/", " ").split()
         nums = [_html_fraction(a) if a.endswith("%") else _html_px(a.replace("deg", "")) for a in args]
@@ -1268,20 +1269,18 @@ def _html_color(value):
             return None
         alpha = nums[3] if len(nums) > 3 else 1.0
         if v[:3] == "hsl":
-            rgb = colorsys.hls_to_rgb(nums[0] / 360 % 1, nums[2], nums[1])
-            return tuple(round(c * 255) for c in rgb) + (alpha,)
+            return tuple(round(c * 255) for c in colorsys.hls_to_rgb(nums[0] / 360 % 1, nums[2], nums[1])) + (alpha,)
         return tuple(n * 255 if a.endswith("%") else n for n, a in zip(nums[:3], args)) + (alpha,)
     return _HTML_COLORS.get(v) or (v if v.isalpha() else None)
 
 
 def _html_invisible(color, background):
-    if color is None or isinstance(color, str):
+    if not isinstance(color, tuple):
         return color is not None and color == background
     if color[3] < _HTML_FAINT:
         return True
-    if background is None or isinstance(background, str):
-        return False
-    return all(abs(c * color[3] + b * (1 - color[3]) - b) <= _HTML_NEAR for c, b in zip(color[:3], background))
+    return isinstance(background, tuple) and all(
+        abs((c - b) * color[3]) <= _HTML_NEAR for c, b in zip(color[:3], background[:3]))
 
 
 def _html_background(decls, parent):
@@ -1291,8 +1290,7 @@ def _html_background(decls, parent):
     value = decls.get("background-color")
     color = _html_color(value) if value else _HTML_INHERIT
     if color is _HTML_INHERIT:
-        colors = [c for c in map(_html_color, _HTML_CSS_COLOR.findall(shorthand)) if isinstance(c, tuple)]
-        color = colors[0] if colors else parent
+        color = next((c for c in map(_html_color, _HTML_CSS_COLOR.findall(shorthand)) if isinstance(c, tuple)), parent)
     if not isinstance(color, tuple) or color[3] >= 1:
         return color
     if color[3] < _HTML_FAINT:
@@ -1303,34 +1301,30 @@ def _html_background(decls, parent):
 
 
 def _html_font_zero(decls, parent):
+    """Whether the font size is 0; relative sizes (em, %) of a zero size stay zero, absolute ones reset it."""
     value, zero = decls.get("font-size"), parent
-    for part in ([value] if value else []) + [t.split("/")[0] for t in decls.get("font", "").split()]:
+    sizes = ([value] if value else []) + [t.split("/")[0] for t in decls.get("font", "").split()]
+    for part in sizes:
         m = _HTML_CSS_NUMBER.fullmatch(part)
         if m and float(m.group(1)) == 0:
             return True
         if m and m.group(2):
-            zero = parent if m.group(2) in ("em", "%", "ex", "ch") else False  # relative to a zero size is zero
-        elif part not in ("inherit", "smaller", "larger", "unset", "revert") and part is value:
+            zero = parent if m.group(2) in ("em", "%", "ex", "ch") else False
+        elif part is value and value not in ("inherit", "smaller", "larger", "unset", "revert"):
             zero = False
     return zero
 
 
 def _html_css_clean(css):
-    """CSS as the browser matches it: comments out, escapes decoded, lower case."""
+    """CSS as a browser matches it: comments out, escapes decoded, lower case."""
     if "/*" in css:
         parts, pos = [], 0
-        while True:
+        while pos >= 0:
             start = css.find("/*", pos)
-            if start < 0:
-                parts.append(css[pos:])
-                break
-            parts.append(css[pos:start])
-            end = css.find("*/", start + 2)
-            if end < 0:
-                break
-            parts.append(" ")
-            pos = end + 2
-        css = "".join(parts)
+            parts.append(css[pos:start] if start >= 0 else css[pos:])
+            end = css.find("*/", start + 2) if start >= 0 else -1
+            pos = end + 2 if end >= 0 else -1
+        css = " ".join(parts)
     if "\\" in css:
         css = _HTML_CSS_ESCAPE.sub(lambda m: m.group(2) if m.group(2) is not None else (
             chr(int(m.group(1), 16)) if 0 < int(m.group(1), 16) < 0x110000 else "\ufffd"), css)
@@ -1338,55 +1332,50 @@ def _html_css_clean(css):
 
 
 def _html_declarations(css):
-    """(normal, important): the hiding-relevant declarations of a cleaned style text."""
+    """(normal, important): the declarations of a cleaned style text that can hide text."""
     normal, important = {}, {}
     for part in css.split(";"):
         name, colon, value = part.partition(":")
         name = name.strip()
         if colon and name in _HTML_CSS_PROPS:
             bang = value.rfind("!")
-            target = important if bang >= 0 and value[bang + 1:].strip() == "important" else normal
-            target[name] = (value[:bang] if target is important else value).strip()
+            if bang >= 0 and value[bang + 1:].strip() == "important":
+                important[name] = value[:bang].strip()
+            else:
+                normal[name] = value.strip()
     return normal, important
 
 
 def _html_stylesheet(src):
-    """Rules of the page's <style> blocks (outside comments), indexed by id, first class or tag."""
+    """The rules of the page's <style> blocks (not those in comments), indexed by id, one class, or tag."""
     if not re.search("<style", src, re.I):
         return {}
     chunks, budget, pos = [], _HTML_CSS_BUDGET, 0
     while budget > 0:
         m = _HTML_CSS_SCAN.search(src, pos)
-        if not m:
+        end = (src.find("-->", m.end()) if m.group(1) else src.find(">", m.end())) if m else -1
+        if end < 0:
             break
         if m.group(1):
-            end = src.find("-->", m.end())
-            if end < 0:
-                break
             pos = end + 3
             continue
-        gt = src.find(">", m.end())
-        closer = _HTML_RAW["style" if m.group(2) else "script"].search(src, gt + 1) if gt >= 0 else None
-        if m.group(2) and gt >= 0:
-            chunks.append(src[gt + 1:closer.start() if closer else len(src)][:budget])
+        closer = _HTML_RAW["style" if m.group(2) else "script"].search(src, end + 1)
+        if m.group(2):
+            chunks.append(src[end + 1:closer.start() if closer else len(src)][:budget])
             budget -= len(chunks[-1])
         if not closer:
             break
         pos = closer.end()
     css = _html_css_clean(" ".join(chunks)).replace("<!--", " ").replace("-->", " ")
     rules, pos, order = {}, 0, 0
-    while True:
-        brace = css.find("{", pos)
-        if brace < 0:
-            return rules
+    while (brace := css.find("{", pos)) >= 0:
         head = css[pos:brace].rpartition(";")[2].strip()
         if head.startswith("@"):  # media queries, fonts, pages: they apply only sometimes, so none is used
             depth, pos = 1, brace + 1
-            while depth:
-                b = _HTML_CSS_BRACE.search(css, pos)
-                if not b:
-                    return rules
+            while depth and (b := _HTML_CSS_BRACE.search(css, pos)):
                 depth, pos = depth + (1 if b.group() == "{" else -1), b.end()
+            if depth:
+                break
             continue
         end = css.find("}", brace)
         end = len(css) if end < 0 else end
@@ -1396,80 +1385,71 @@ def _html_stylesheet(src):
             m = _HTML_CSS_SELECTOR.fullmatch(selector.strip())
             if not m or not (m.group(1) or m.group(2)):
                 continue  # descendant, attribute and pseudo selectors are not understood, so not used
-            classes = frozenset(re.findall(r"\.([\w-]+)", m.group(2)))
-            ids = re.findall(r"#([\w-]+)", m.group(2))
+            classes, ids = frozenset(re.findall(r"\.([\w-]+)", m.group(2))), re.findall(r"#([\w-]+)", m.group(2))
             tag = None if m.group(1) in (None, "*") else m.group(1)
             key = "#" + ids[0] if ids else "." + min(classes) if classes else tag or "*"
-            spec = (len(ids), len(classes), tag is not None, order)
-            rules.setdefault(key, []).append((spec, tag, classes, set(ids), normal, important))
+            rules.setdefault(key, []).append(((len(ids), len(classes), tag is not None, order), tag, classes,
+                                              set(ids), normal, important))
             order += 1
+    return rules
 
 
 class _HtmlFrame:
-    """One open element: its tag, how it renders, what its content looks like, and the state it owns."""
-    __slots__ = ("tag", "kind", "look", "p_at", "quiet", "kids", "link", "row", "count", "para")
+    """An open element: its tag and kind, the look its content inherits, and the render state it owns."""
+    kids, link, row, count, para, quiet = 0, None, None, 1, False, False
 
-    def __init__(self, tag, kind, look, p_at=0, quiet=False):
-        self.tag, self.kind, self.look, self.p_at, self.quiet = tag, kind, look, p_at, quiet
-        self.kids, self.link, self.row, self.count, self.para = 0, None, None, 1, False
+    def __init__(self, tag, kind, look, p_at):
+        self.tag, self.kind, self.look, self.p_at = tag, kind, look, p_at
 
 
 class _HtmlBox:
-    """A scope of the output: the prefix of its lines, its blank lines, and (for a table cell) its held line."""
-    __slots__ = ("owner", "first", "cont", "used", "start", "depth", "para", "capture", "row", "counter", "quote",
-                 "pre")
+    """A scope of the output: the prefix of its lines, its blank lines and, for a table cell, the line it holds."""
+    used, para, capture, row, counter, quote, pre = False, False, None, None, None, False, False
 
     def __init__(self, owner, first, cont, start, depth):
         self.owner, self.first, self.cont, self.start, self.depth = owner, first, cont, start, depth
-        self.used = self.para = self.quote = self.pre = False
-        self.capture = self.row = self.counter = None
 
 
 class _HtmlRow:
     """A table row whose cells are held as single lines until it is clear whether it reads "a | b" or as blocks."""
-    __slots__ = ("depth", "texts", "size", "first_para", "block", "any")
+    size, first_para, any = 0, False, False
 
     def __init__(self, depth, block):
-        self.depth, self.block, self.texts, self.size, self.first_para, self.any = depth, block, [], 0, False, False
+        self.depth, self.block, self.texts = depth, block, []
 
 
 class _HtmlLink:
-    __slots__ = ("href", "start", "text", "size")
-
     def __init__(self, href, start):
         self.href, self.start, self.text, self.size = href, start, [], 0
 
 
 class _HtmlRenderer:
-    """Streams tokens of one body into lines; see the section notes for the bounds it keeps."""
+    """Streams the tokens of one body into lines, within the bounds the section notes promise."""
 
     def __init__(self, src, limit, deadline):
         self.src, self.limit, self.deadline = src, limit, deadline
-        self.rules = _html_stylesheet(src)
-        self.memo, self.looks, self.styles = {}, {}, {}
-        root = _HtmlFrame("#root", "line", _HTML_ROOT_LOOK)
-        self.stack, self.open_at = [root], {}
+        self.rules, self.memo, self.looks, self.styles = _html_stylesheet(src), {}, {}, {}
+        root = _HtmlFrame("#root", "line", _HTML_ROOT_LOOK, 0)
+        self.stack, self.open_at, self.hide_at, self.head_at = [root], {}, 0, 0
         self.deep, self.deep_tags, self.deep_hidden, self.deep_entries = [], {}, 0, {}  # past _HTML_MAX_FRAMES
-        self.hide_at = self.head_at = 0  # stack index of the element hiding everything, of an open <head>
         self.boxes, self.caps, self.prefixes = [_HtmlBox(root, "", "", 0, 0)], [], {}
-        self.blank, self.nlines, self.undecided, self.quotes = None, 0, 0, 0
+        self.blank, self.nlines, self.undecided, self.quotes, self.pre = None, 0, 0, 0, 0
         self.out, self.done, self.size, self.last = [], [], 0, None
         self.cur, self.chunks, self.cur_len, self.space, self.after_url, self.unseen = [], [], 0, False, False, False
-        self.pre = 0
         self.links, self.last_url = [], None
 
     # ---- tokens ----------------------------------------------------------------------------------------------
 
     def find(self, needle, start):
-        """src.find that never rescans: a miss (or the next hit) found from one point holds for later points."""
+        """src.find (or a raw-text end tag search) that never rescans: a result holds for later starts before it."""
         known = self.memo.get(needle)
         if known and known[0] <= start and (known[1] < 0 or start <= known[1]):
             return known[1]
-        if isinstance(needle, str):
-            at = self.src.find(needle, start)
-        else:  # (regex, tag): the end tag of a raw-text element
-            m = _HTML_RAW[needle[1]].search(self.src, start)
+        if needle in _HTML_RAW:
+            m = _HTML_RAW[needle].search(self.src, start)
             at = m.start() if m else -1
+        else:
+            at = self.src.find(needle, start)
         self.memo[needle] = (start, at)
         return at
 
@@ -1488,7 +1468,7 @@ class _HtmlRenderer:
             at = markup.start() if markup else n
             if at > pos:
                 end = min(at, pos + _HTML_SLICE)
-                if end < at:  # a long run of text: cut it where no character reference is split
+                if end < at:  # a long text: cut it where no character reference is split
                     amp = src.rfind("&", end - 40, end)
                     end = amp if amp > pos else end
                 self.text(src[pos:end])
@@ -1504,7 +1484,7 @@ class _HtmlRenderer:
                         self.end(tag)
                 elif closed and (tag == "br" or tag not in _HTML_KINDS) and not self.head_at and not (
                         self.rules and (tag in self.rules or "*" in self.rules)):
-                    self.stack[-1].kids += 1  # <b>, <span>: nothing to track
+                    self.stack[-1].kids += 1  # <b>, <span>, <br>: nothing to look up or track
                     pos = markup.end()
                     if tag == "br":
                         self.br()
@@ -1528,97 +1508,76 @@ class _HtmlRenderer:
         while quote:  # a quoted value may hold ">": the tag ends at the first ">" after its closing quote
             close = self.find(quote.group(1), quote.end())
             if close < 0:
-                break  # never closed: end the tag at its first ">" instead of swallowing the body
-            if close > gt:
-                gt = self.find(">", close + 1)
-                if gt < 0:
-                    return len(src)
+                break  # never closed: end the tag at its first ">" rather than swallow the body
+            if close > gt and (gt := self.find(">", close + 1)) < 0:
+                return len(src)
             quote = _HTML_VALUE_QUOTE.search(src, close + 1, gt)
         attrs = {}
         for name, dq, sq, bare in _HTML_ATTR.findall(src, pos, gt) if gt > pos else ():
-            name = name.lower()
+            name, value = name.lower(), dq or sq or bare
             if name not in attrs:  # browsers keep the first of repeated attributes
-                value = dq or sq or bare
                 attrs[name] = _HTML_ATTR_REF.sub(lambda m: _html_unescape(m.group()), value) if "&" in value else value
-        end = gt + 1
-        raw = _HTML_RAW.get(tag)
-        if raw is None:
-            self.start(tag, attrs, end, src[gt - 1] == "/" and (gt - 1 == pos or src[gt - 2] in " \t\n\r\f\"'"))
-            return end
-        closer = self.find(("raw", tag), end)
-        stop = len(src) if closer < 0 else closer
-        if tag in _HTML_RAW_SHOWN:
-            self.start(tag, attrs, end)
-            for piece in range(end, stop, _HTML_SLICE):
-                self.text(src[piece:min(stop, piece + _HTML_SLICE)], raw=True)
+        if tag not in _HTML_RAW:
+            self.start(tag, attrs, gt + 1, src[gt - 1] == "/" and (gt - 1 == pos or src[gt - 2] in " \t\n\r\f\"'"))
+            return gt + 1
+        closer = self.find(tag, gt + 1)
+        if tag in ("xmp", "plaintext"):
+            self.start(tag, attrs, gt + 1)
+            for piece in range(gt + 1, len(src) if closer < 0 else closer, _HTML_SLICE):
+                self.text(src[piece:min(len(src) if closer < 0 else closer, piece + _HTML_SLICE)], raw=True)
             self.end(tag)
-        if closer < 0:
-            return len(src)
-        gt = self.find(">", closer)
+        gt = src.find(">", closer) if closer >= 0 else -1
         return len(src) if gt < 0 else gt + 1
 
     # ---- elements --------------------------------------------------------------------------------------------
 
     def find_open(self, tags, barriers):
-        best = 0
-        for tag in tags:
-            at = self.open_at.get(tag)
-            if at and at[-1] > best:
-                best = at[-1]
-        for tag in barriers if best else ():
-            at = self.open_at.get(tag)
-            if at and at[-1] > best:
-                return 0
+        """Stack index of the innermost open element among tags, if no barrier element is open inside it, else 0."""
+        best = max((at[-1] for at in map(self.open_at.get, tags) if at), default=0)
+        if best and any(at and at[-1] > best for at in map(self.open_at.get, barriers)):
+            return 0
         return best
 
     def start(self, tag, attrs, pos=0, self_closing=False):
-        kind = _HTML_KINDS.get(tag)
+        kind, rules = _HTML_KINDS.get(tag), self.rules
         if self.head_at and tag not in _HTML_HEAD_OK:
             self.close_to(self.head_at)
         parent = self.stack[-1]
-        if kind is None and not attrs and not (self.rules and (tag in self.rules or "*" in self.rules)):
+        if kind is None and not attrs and not (rules and (tag in rules or "*" in rules)):
             parent.kids += 1
             return
-        if self.deep:  # past the frame limit only same-tag ends are implied, found by count
-            ends = (_HTML_IMPLIED.get(tag) or ((),))[0] + (("p",) if kind in _HTML_CLOSES_P or tag == "hr" else ())
+        ends = _HTML_IMPLIED.get(tag)
+        if self.deep:  # past the frame limit an element ends only an open one of its own kind, found by count
+            ends = (ends[0] if ends else ()) + (("p",) if kind in _HTML_CLOSES_P or tag == "hr" else ())
             if any(self.deep_tags.get(t) for t in ends):
                 while self.pop_deep()[0] not in ends:
                     pass
         else:
-            rule = _HTML_IMPLIED.get(tag)
-            at = self.find_open(*rule) if rule else 0
-            if not at and (kind in _HTML_CLOSES_P or tag == "hr"):
-                at = parent.p_at
-            if at:
-                self.close_to(at)
-            if kind == "cell" and self.stack[-1].kind != "tr" and self.find_open(("table",), ()) and not \
-                    self.find_open(("tr",), _HTML_TABLE_BARRIERS):
+            at = self.find_open(*ends) if ends else 0
+            if at or kind in _HTML_CLOSES_P or tag == "hr":
+                self.close_to(at or parent.p_at or len(self.stack))
+            if kind == "cell" and self.stack[-1].kind != "tr" and self.find_open(_HTML_TABLE, ()) and not \
+                    self.find_open(("tr",), _HTML_TABLE):
                 self.start("tr", {})  # a cell outside a row starts one, as browsers do
             parent = self.stack[-1]
         parent.kids += 1
         hidden = self.hide_at or self.deep_hidden
         hides, look = (False, parent.look) if hidden else self.look(tag, kind, attrs, parent.look)
         if kind == "void":
-            if not (hidden or hides):
-                self.void(tag, attrs, look)
-            return
+            return None if hidden or hides else self.void(tag, attrs, look)
         if kind is None and not hides and look == parent.look:
-            return  # an inline element that changes nothing needs no end tag matching
+            return  # an inline element that changes nothing needs no tracking
         if self.deep or len(self.stack) >= _HTML_MAX_FRAMES:
             return self.push_deep(tag, kind, hides or look[0], attrs)
-        frame = _HtmlFrame(tag, kind, look, 0 if kind else parent.p_at, parent.quiet)
-        index = len(self.stack)
+        frame, index = _HtmlFrame(tag, kind, look, parent.p_at if kind in (None, "a") else 0), len(self.stack)
+        frame.quiet = parent.quiet
         self.stack.append(frame)
         self.open_at.setdefault(tag, []).append(index)
-        if tag == "p":
-            frame.p_at = index
-        if tag == "head" and not self.head_at:
-            self.head_at = index
-        if hidden:
-            pass
-        elif hides:
+        frame.p_at = index if tag == "p" else frame.p_at
+        self.head_at = index if tag == "head" and not self.head_at else self.head_at
+        if hides and not hidden:
             self.hide_at = index
-        else:
+        elif not hidden:
             self.open(frame, attrs, pos)
         if self_closing:
             self.close_to(index)
@@ -1626,76 +1585,57 @@ class _HtmlRenderer:
     def open(self, frame, attrs, pos):
         kind, tag = frame.kind, frame.tag
         if kind == "a":
-            href = attrs.get("href")
-            if href is not None:
-                frame.link = _HtmlLink(href, self.nlines)
+            if attrs.get("href") is not None:
+                frame.link = _HtmlLink(attrs["href"], self.nlines)
                 self.links.append(frame.link)
             return
-        if kind is None or kind == "sect":
-            return
-        if kind == "para" and tag == "p" and _HTML_MSO_PARA.search(attrs.get("class", "")):
+        if kind == "para" and _HTML_MSO_PARA.search(attrs.get("class", "")):
             frame.kind = kind = "line"  # Word's MsoNormal paragraphs have no margins: empty ones are the spacing
         if tag == "div" and not frame.quiet and self.quotes < _HTML_MAX_QUOTES and self.reply_header(attrs, pos):
             return self.quote_from(frame)
-        boxed = len(self.boxes) < _HTML_MAX_BOXES
-        if kind == "line":
-            self.newline()
-        elif kind == "para":
-            self.paragraph()
-        elif not boxed:
-            self.paragraph() if kind in _HTML_FLAT_PARA else self.newline()
-        elif kind == "h":
-            self.paragraph()
-            self.push_box(frame, "#" * int(tag[1]) + " ", "")
-        elif kind == "quote":
-            self.paragraph()
-            self.push_box(frame, "> ", "> ")
-        elif kind == "pre":
-            self.paragraph()
-            self.push_box(frame, "", "").pre = True
-            self.pre += 1
+        outer = self.boxes[-1].owner
+        frame.para = kind == "list" and outer.kind not in ("li", "list")
+        self.breaks(frame)
+        if len(self.boxes) >= _HTML_MAX_BOXES or kind in (None, "line", "para", "sect", "table"):
+            return
+        if kind in ("h", "quote", "pre"):
+            box = self.push_box(frame, "> " if kind == "quote" else "#" * int(tag[1]) + " " if kind == "h" else "",
+                                "> " if kind == "quote" else "")
+            box.pre = kind == "pre"
+            self.pre += box.pre
         elif kind == "list":
-            outer = self.boxes[-1].owner.kind
-            frame.para = outer not in ("li", "list")
-            self.paragraph() if frame.para else self.newline()
-            start = _HTML_LEADING_INT.match(attrs.get("start", "")) if tag == "ol" else None
+            start = _HTML_INT.match(attrs.get("start", ""))
             frame.count = int(start.group(1)) if start else 1
-            indent = "  " if outer == "list" else ""  # a list directly inside a list (Gmail) is indented
+            indent = "  " if outer.kind == "list" else ""  # a list straight inside a list (Gmail) is indented
             self.push_box(frame, indent, indent)
-        elif kind == "li":
-            self.newline()
-            owner = self.boxes[-1].owner
-            if owner.kind == "list":
-                value = _HTML_LEADING_INT.match(attrs.get("value", "")) if owner.tag == "ol" else None
-                if value:
-                    owner.count = int(value.group(1))
-                box = self.push_box(frame, "- " if owner.tag != "ol" else None, "  ")
-                box.counter = owner if owner.tag == "ol" else None
-        elif kind == "table":
-            self.paragraph()
-        elif kind in ("tr", "caption"):
-            self.newline()
-            if self.find_open(("table",), ()):
-                frame.row = _HtmlRow(len(self.boxes) - 1, self.undecided >= _HTML_MAX_ROWS)
-                self.undecided += not frame.row.block
+        elif kind == "li" and outer.kind == "list":
+            value = _HTML_INT.match(attrs.get("value", ""))
+            outer.count = int(value.group(1)) if value else outer.count
+            ordered = outer.tag == "ol"
+            self.push_box(frame, None if ordered else "- ", "  ").counter = outer if ordered else None
+        elif kind in ("tr", "caption") and self.find_open(_HTML_TABLE, ()):
+            frame.row = _HtmlRow(len(self.boxes) - 1, self.undecided >= _HTML_MAX_ROWS)
+            self.undecided += not frame.row.block
             if kind == "caption":
                 self.open_cell(frame, frame.row)
         elif kind == "cell":
-            up = self.stack[-2]
-            at = -2 if up.kind == "tr" else self.find_open(("tr",), _HTML_TABLE_BARRIERS)
-            self.open_cell(frame, self.stack[at].row if at else None)
+            at = len(self.stack) - 2 if self.stack[-2].kind == "tr" else self.find_open(("tr",), _HTML_TABLE)
+            if at and self.stack[at].row is not None:
+                self.open_cell(frame, self.stack[at].row)
 
     def open_cell(self, frame, row):
-        self.newline()
-        if row is None or len(self.boxes) >= _HTML_MAX_BOXES:
-            return
         if row.block:
-            self.want_blank(self.boxes[row.depth])  # cells of a block row are blocks: a blank line before each
+            self.want_blank(self.boxes[row.depth])  # the cells of a block row are blocks: a blank line before each
         box = self.push_box(frame, "", "")
         box.row = row
         if not row.block:
             box.capture = []
             self.caps.append(box.depth)
+
+    def breaks(self, frame):
+        level = 1 if frame.kind == "list" and not frame.para else _HTML_BREAK.get(frame.kind)
+        if level:
+            self.paragraph() if level == 2 else self.newline()
 
     def reply_header(self, attrs, pos):
         """Whether a div starts the quoted earlier message: Outlook's marker id, or a top border over "From:"."""
@@ -1703,16 +1643,13 @@ class _HtmlRenderer:
             return True
         if "border-top:solid" not in "".join(attrs.get("style", "").split()).lower():
             return False
-        ahead = _HTML_TAGS.sub(" ", self.src[pos:pos + _HTML_LOOKAHEAD])
-        return bool(_HTML_REPLY_FROM.match(_html_unescape(ahead)))
+        return bool(_HTML_REPLY_FROM.match(_html_unescape(_HTML_TAGS.sub(" ", self.src[pos:pos + _HTML_LOOKAHEAD]))))
 
     def quote_from(self, frame):
         # The header, its single-child wrappers and everything after them at that level is the earlier message.
-        frame.quiet = True
-        at = len(self.stack) - 1
+        frame.quiet, at = True, len(self.stack) - 1
         for _ in range(3):
-            up = self.stack[at - 1]
-            if at < 2 or up.tag != "div" or up.kids != 1:
+            if at < 2 or self.stack[at - 1].tag != "div" or self.stack[at - 1].kids != 1:
                 break
             at -= 1
         self.paragraph()
@@ -1728,13 +1665,9 @@ class _HtmlRenderer:
         elif tag in ("img", "image") and not look[0]:
             alt = attrs.get("alt", "")
             if not alt.strip():
-                self.unseen = not self.cur  # an image alone on its line: its <br> ends a line that reads as nothing
-                return
-            for dim in ("width", "height"):
-                size = _HTML_LEADING_INT.match(attrs.get(dim, ""))
-                if size and int(size.group(1)) <= 1:
-                    return  # tracking pixel
-            if not _HTML_PIXEL_STYLE.search(attrs.get("style", "")):
+                self.unseen = not self.cur  # alone on its line: the <br> after it ends a line that reads as nothing
+            elif not (any((m := _HTML_INT.match(attrs.get(d, ""))) and int(m.group(1)) <= 1 for d in ("width", "height"))
+                      or _HTML_PIXEL_STYLE.search(attrs.get("style", ""))):  # tracking pixels say nothing
                 self.text(" " + alt + " ", raw=True)
 
     def push_deep(self, tag, kind, hides, attrs):
@@ -1743,10 +1676,8 @@ class _HtmlRenderer:
             if kind == "a" and attrs.get("href") is not None:
                 link = _HtmlLink(attrs["href"], self.nlines)
                 self.links.append(link)
-            elif kind in _HTML_FLAT_PARA:
-                self.paragraph()
-            elif kind not in (None, "a", "void"):
-                self.newline()
+            elif _HTML_BREAK.get(kind):
+                self.paragraph() if _HTML_BREAK[kind] == 2 else self.newline()
         entry = (tag, kind, hides, link) if link else self.deep_entries.setdefault((tag, kind, hides),
                                                                                      (tag, kind, hides, None))
         self.deep.append(entry)
@@ -1759,52 +1690,39 @@ class _HtmlRenderer:
         self.deep_hidden -= hides
         if link is not None:
             self.link_end(self.links.pop())
-        elif not (hides or self.hide_at or self.deep_hidden) and kind not in (None, "a", "void"):
-            self.paragraph() if kind in _HTML_FLAT_PARA else self.newline()
+        elif not (hides or self.hide_at or self.deep_hidden) and _HTML_BREAK.get(kind):
+            self.paragraph() if _HTML_BREAK[kind] == 2 else self.newline()
         return entry
 
     def end(self, tag):
         if tag == "br":  # browsers read </br> as <br>
             return self.start("br", {})
         if self.deep_tags.get(tag):
-            while self.deep[-1][0] != tag:
-                self.pop_deep()
-            return self.pop_deep()
-        at = self.find_open((tag,), _HTML_END_BARRIERS.get(tag, _HTML_DEFAULT_BARRIERS))
-        if at:
+            while self.pop_deep()[0] != tag:
+                pass
+        elif at := self.find_open((tag,), _HTML_END_SCOPE.get(tag, _HTML_SCOPE)):
             self.close_to(at)
 
     def close_to(self, index):
+        """End every open element from stack index on, innermost first."""
         while self.deep:
             self.pop_deep()
         while len(self.stack) > index:
             frame = self.stack.pop()
-            at = len(self.stack)
             self.open_at[frame.tag].pop()
-            if self.head_at == at:
-                self.head_at = 0
-            if self.hide_at:
-                self.hide_at = 0 if self.hide_at == at else self.hide_at
+            self.head_at = 0 if self.head_at == len(self.stack) else self.head_at
+            if self.hide_at:  # the frames of a hidden element did nothing, so their ends do nothing either
+                self.hide_at = 0 if self.hide_at == len(self.stack) else self.hide_at
                 continue
-            self.close(frame)
+            if frame.link is not None:
+                self.link_end(self.links.pop())
+            while self.boxes[-1].owner is frame:
+                self.close_box(self.boxes[-1])
+            if frame.row is not None:
+                self.end_row(frame.row)
+            self.breaks(frame)
 
-    def close(self, frame):
-        if frame.link is not None:
-            self.link_end(self.links.pop())
-        boxes = self.boxes
-        while boxes[-1].owner is frame:
-            self.close_box(boxes[-1])
-        kind = frame.kind
-        if kind in ("tr", "caption") and frame.row is not None:
-            self.end_row(frame.row)
-        if kind in (None, "a", "sect"):
-            return
-        if kind in ("para", "h", "quote", "pre", "table") or (kind == "list" and frame.para):
-            self.paragraph()
-        else:
-            self.newline()
-
-    # ---- boxes, lines and rows -------------------------------------------------------------------------------
+    # ---- lines, boxes and rows -------------------------------------------------------------------------------
 
     def push_box(self, owner, first, cont):
         self.newline()
@@ -1815,8 +1733,7 @@ class _HtmlRenderer:
 
     def close_box(self, box):
         self.newline()
-        if self.blank is box:
-            self.blank = None  # a blank line at the end of a block is dropped
+        self.blank = None if self.blank is box else self.blank  # a blank line at the end of a block is dropped
         self.boxes.pop()
         self.prefixes.clear()
         self.pre -= box.pre
@@ -1836,25 +1753,22 @@ class _HtmlRenderer:
             self.paragraph()
 
     def end_row(self, row):
+        box = self.boxes[row.depth]
         if row.block:
-            if row.any:
-                self.want_blank(self.boxes[row.depth])
-            return
+            return self.want_blank(box) if row.any else None
         self.undecided -= 1
-        texts = row.texts
-        if len(texts) > 1 or (texts and not row.first_para):
+        if len(row.texts) > 1 or (row.texts and not row.first_para):
             self.newline()
-            self.line(" | ".join(texts), row.depth)
-        elif texts:
-            self.want_blank(self.boxes[row.depth])
-            self.line(texts[0], row.depth)
-            self.want_blank(self.boxes[row.depth])
+            self.line(" | ".join(row.texts), row.depth)
+        elif row.texts:  # one cell holding a paragraph reads as a paragraph
+            self.want_blank(box)
+            self.line(row.texts[0], row.depth)
+            self.want_blank(box)
 
     def switch(self, row):
         """A held row turned out not to be one line per cell: give back its cells as blocks, then stream."""
-        row.block = True
+        row.block, held, row.texts = True, row.texts, []
         self.undecided -= 1
-        held, row.texts = row.texts, []
         for depth in self.caps:
             if self.boxes[depth].row is row:
                 held += self.boxes[depth].capture
@@ -1863,77 +1777,64 @@ class _HtmlRenderer:
                 self.prefixes.clear()
                 break
         box = self.boxes[row.depth]
-        box.para = True
+        box.para = row.any = True
         for text in held:
             if box.start < self.nlines:
                 self.deliver(None, row.depth)
             self.deliver(text, row.depth)
-        row.any = bool(held)
 
     def want_blank(self, box):
-        if box.start < self.nlines:  # blank lines before a block's first line are dropped
+        if box.start < self.nlines:  # a blank line before a block's first line is dropped
             self.blank = box
 
     def line(self, text, depth):
-        blank = self.blank
-        if blank is not None:
-            self.blank = None
+        if self.blank is not None:
+            blank, self.blank = self.blank, None
             if blank.start < self.nlines:
                 self.deliver(None, blank.depth)
         self.deliver(text, depth)
 
     def deliver(self, text, depth):
-        """Put a finished line (None: a blank one) where it goes: the cell holding it, or the output."""
-        cap = self.capture_at(depth) if self.caps else -1
-        if cap >= 0 and self.boxes[cap].capture:
-            self.switch(self.boxes[cap].row)  # a second line: that cell is a block
-            cap = self.capture_at(depth)
-        if cap >= 0 and text is None:
-            return
+        """Put a finished line (None: a blank one) where it goes: the table cell holding it, or the output."""
+        cap = -1
+        if self.caps:
+            cap = next((c for c in reversed(self.caps) if c <= depth), -1)
+            if cap >= 0 and self.boxes[cap].capture:
+                self.switch(self.boxes[cap].row)  # a second line: that cell is a block
+                return self.deliver(text, depth)
+            if cap >= 0 and text is None:
+                return
         key = (cap, depth, text is None)
         prefix = self.prefixes.get(key)
         if prefix is None:
-            parts, fresh = [], False
+            parts = []
             for box in self.boxes[cap + 1:depth + 1]:
                 if box.used or text is None:
                     parts.append(box.cont)
                     continue
                 first = box.first
-                if first is None:
-                    first = f"{box.counter.count}. "
-                    box.counter.count += 1
+                if first is None:  # an ordered list item is numbered when it shows a line
+                    first, box.counter.count = f"{box.counter.count}. ", box.counter.count + 1
                     box.cont = " " * len(first)
                 parts.append(first)
-                box.used = fresh = True
+                box.used, key = True, None
             prefix = "".join(parts)[:_HTML_MAX_PREFIX]
-            if fresh:
-                self.prefixes.clear()
-            else:
+            if key is not None:  # a prefix that used up a first-line marker is not the next line's prefix
                 self.prefixes[key] = prefix
         self.nlines += 1
         if cap >= 0:
-            self.boxes[cap].capture.append(prefix + text)
             self.last = self.boxes[cap].capture
-            return
+            return self.last.append(prefix + text)
         out = self.out
-        if text is None:
-            if not out or not out[-1]:
-                return
-            line = prefix.rstrip()
-        else:
-            line = prefix + text
-            self.last = out
-        if len(out) > 4096:  # lines are joined in chunks: a list of a million short strings would cost more
+        if text is None and (not out or not out[-1]):
+            return
+        line = prefix.rstrip() if text is None else prefix + text
+        self.last = out if text is not None else self.last
+        if len(out) > 4096:  # joined in chunks: a million short lines as separate strings would cost far more
             self.done.append("\n".join(out[:-1]))
             del out[:-1]
         out.append(line)
         self.size += len(line) + 1
-
-    def capture_at(self, depth):
-        for cap in reversed(self.caps):
-            if cap <= depth:
-                return cap
-        return -1
 
     # ---- inline content --------------------------------------------------------------------------------------
 
@@ -1944,29 +1845,23 @@ class _HtmlRenderer:
             return
         if not raw and "&" in s:
             s = _html_unescape(s)
+        if not s.isascii() or _VISIBLE_ASCII_CONTROL.search(s):
+            s = visible_text(s if self.pre else s.replace("\f", " "))
         if self.pre:
-            pieces = visible_text(s).split("\n")
-            for piece in pieces[:-1]:
+            lines = s.split("\n")
+            for piece in lines[:-1]:
                 self.cur.append(piece)
                 self.end_line()
-            if pieces[-1]:
-                self.inline(pieces[-1], False)
-            return
-        if not s.isascii() or _VISIBLE_ASCII_CONTROL.search(s):
-            s = visible_text(s.replace("\f", " "))
-        text = _HTML_WS.sub(" ", s)  # after visible_text: a removed character could leave two spaces
-        if not text:
-            return
-        if text[0] == " ":
-            self.space = True
+            return self.inline(lines[-1], False) if lines[-1] else None
+        text = _HTML_WS.sub(" ", s)
         word = text.strip(" ")
+        self.space = self.space or text[:1] == " "
         if word:
             self.stack[-1].kids += 1
             self.inline(word, self.space)
         elif not self.cur and s.strip(" \t\n\r\f"):
-            self.cur.append("")  # a line of only &nbsp; reads as an empty line (Word writes spacing that way)
-        if text[-1] == " ":
-            self.space = True
+            self.cur.append("")  # a line of only &nbsp; reads as an empty line (Word spaces paragraphs so)
+        self.space = self.space or text[-1:] == " "
 
     def inline(self, word, space):
         cur = self.cur
@@ -1974,15 +1869,13 @@ class _HtmlRenderer:
             word = " " + word
         cur.append(word)
         self.cur_len += len(word)
+        self.space = self.after_url = False
         if len(cur) > 4096:  # a line of a million small pieces would cost far more than its text
             self.chunks.append("".join(cur))
             cur[:] = [""]
-        self.space = self.after_url = False
-        if self.links:
-            link = self.links[-1]
-            if link.size <= _HTML_LINK_TEXT:
-                link.text.append(word)
-                link.size += len(word)
+        if self.links and self.links[-1].size <= _HTML_LINK_TEXT:
+            self.links[-1].text.append(word)
+            self.links[-1].size += len(word)
 
     def end_line(self):
         text = "".join(self.chunks + self.cur) if self.chunks else "".join(self.cur)
@@ -2009,15 +1902,14 @@ class _HtmlRenderer:
         if self.cur or self.pre:
             self.end_line()
         elif self.unseen:
-            self.unseen = False  # a <br> after an alt-less image ends its line, which reads as nothing
+            self.unseen = False  # the <br> after an alt-less image ends a line that reads as nothing
         else:
             self.want_blank(self.boxes[-1])
         self.space = False
 
     def link_end(self, link):
-        """Add the real target after a link's text unless it is that text (or a repeat of plain words)."""
-        text = "".join(link.text).strip()
-        href = visible_text("".join(link.href.split()))
+        """Show a link's real target after its text, unless it is that text (or plain words repeating a target)."""
+        text, href = "".join(link.text).strip(), visible_text("".join(link.href.split()))
         if not text or not href or href[0] == "#":
             return
         scheme = _HTML_SCHEME.match(href)
@@ -2028,10 +1920,10 @@ class _HtmlRenderer:
             shown = href[scheme.end():].split("?")[0] if kind == "mail" else href
             if kind == "tel" and re.sub(r"\D", "", text) == re.sub(r"\D", "", href):
                 shown = ""
-            urlish = link.size > _HTML_LINK_TEXT or _HTML_URLISH.search(text)
+            addressy = link.size > _HTML_LINK_TEXT or _HTML_URLISH.search(text)
             repeated, self.last_url = shown == self.last_url, shown
-            if not shown or _html_url_key(text) == _html_url_key(shown) or (repeated and not urlish):
-                return  # newsletters link image, heading and "Read more" to one url: shown once per run
+            if not shown or _html_url_key(text) == _html_url_key(shown) or (repeated and not addressy):
+                return  # newsletters link image, heading and "Read more" to one target: shown once per run
             suffix = f" <{shown}>"
         if self.cur:
             self.cur.append(suffix)
@@ -2043,76 +1935,57 @@ class _HtmlRenderer:
     # ---- looks -----------------------------------------------------------------------------------------------
 
     def look(self, tag, kind, attrs, look):
-        """(hides the subtree, look of the content) for an element, from its attributes, style and the sheet."""
+        """(hides the element and its content, look of its content) from attributes, style and the page's rules."""
         rules = self.rules
         if kind == "skip" or not (attrs or rules):
             return kind == "skip", look
-        cls, ident = attrs.get("class"), attrs.get("id")
-        key = (look, tag, attrs.get("style"), cls, ident, attrs.get("bgcolor"), attrs.get("background"),
-               attrs.get("color"), attrs.get("size"), attrs.get("text"), "hidden" in attrs, "href" in attrs)
+        key = (look, tag, attrs.get("style"), attrs.get("class"), attrs.get("id"), attrs.get("bgcolor"),
+               attrs.get("background"), attrs.get("color"), attrs.get("size"), attrs.get("text"), "hidden" in attrs,
+               "href" in attrs)
         if key[2:] == (None,) * 8 + (False, False) and not (rules and (tag in rules or "*" in rules)):
             return False, look
-        known = self.looks.get(key)
-        if known is None:
-            if len(self.looks) > _HTML_CACHE:
-                self.looks.clear()
-            known = self.looks[key] = self.compute_look(tag, attrs, look, cls, ident)
+        if (known := self.looks.get(key)) is None:
+            self.looks = {} if len(self.looks) > _HTML_CACHE else self.looks
+            known = self.looks[key] = self.compute_look(tag, attrs, look)
         return known
 
-    def compute_look(self, tag, attrs, look, cls, ident):
-        decls = {}
-        if tag == "a" and "href" in attrs:
-            decls["color"] = "#0000ee"  # links have their own colour unless styled
-        for name, prop in (("bgcolor", "background-color"), ("text", "color"), ("color", "color")):
-            if attrs.get(name) and (name == "bgcolor" or tag in ("body", "font")):
-                decls[prop] = attrs[name].strip().lower()
-        if attrs.get("background"):
-            decls["background-image"] = "url"
+    def compute_look(self, tag, attrs, look):
+        decls = {"color": "#0000ee"} if tag == "a" and "href" in attrs else {}  # links have their own colour
+        for name, where, prop in (("bgcolor", None, "background-color"), ("text", "body", "color"),
+                                  ("color", "font", "color"), ("background", None, "background-image")):
+            value = attrs.get(name, "").strip().lower()
+            if value and where in (None, tag):
+                hexa = len(value) in (3, 6) and not value.strip("0123456789abcdef")  # legacy colours skip the "#"
+                decls[prop] = f"url({value})" if name == "background" else "#" + value if hexa else value
         if tag == "font" and attrs.get("size", "").strip() in ("0", "-0", "+0"):
             decls["font-size"] = "0"
         matched = []
         if self.rules:
-            classes = set((cls or "").lower().split())
-            ident = (ident or "").lower()
+            classes, ident = set(attrs.get("class", "").lower().split()), attrs.get("id", "").lower()
             for key in [tag, "*", "#" + ident, *("." + c for c in classes)]:
-                for rule in self.rules.get(key, ()):
-                    spec, rtag, rclasses, rids, normal, important = rule
-                    if rtag in (None, tag) and rclasses <= classes and (not rids or ident in rids):
-                        matched.append(rule)
+                matched += [r for r in self.rules.get(key, ()) if r[1] in (None, tag) and r[2] <= classes
+                            and (not r[3] or ident in r[3])]
             matched.sort(key=lambda rule: rule[0])
         style = attrs.get("style") or ""
-        inline = self.styles.get(style)
-        if inline is None:
-            if len(self.styles) > _HTML_CACHE:
-                self.styles.clear()
+        if (inline := self.styles.get(style)) is None:
+            self.styles = {} if len(self.styles) > _HTML_CACHE else self.styles
             inline = self.styles[style] = _html_declarations(_html_css_clean(style))
         for layer in [r[4] for r in matched] + [inline[0]] + [r[5] for r in matched] + [inline[1]]:
-            decls.update(layer)
-        get = decls.get
-        hides = "hidden" in attrs or any(get(p) and test(get(p)) for p, test in _HTML_HIDE_TESTS)
-        if get("position", "static") != "static" and _html_far(" ".join(get(p, "") for p in _HTML_OFFSETS)):
-            hides = True
-        if any(get(p, "").split()[:1] in (["hidden"], ["clip"]) for p in ("overflow", "overflow-x", "overflow-y")):
-            hides = hides or any(get(p) and _html_px(get(p).split()[0]) == 0 for p in _HTML_ZERO_SIZE)
-        opacity = look[6] * _html_filter_opacity(get("filter", ""))
-        if get("opacity"):
-            own = _html_fraction(get("opacity"))
-            opacity *= 1.0 if own is None else max(own, 0.0)
-        if hides or opacity < _HTML_FAINT:
+            decls.update(layer)  # importance, then specificity and order, as the cascade does
+        opacity = look[6] * _html_opacity(decls) if "opacity" in decls or "filter" in decls else look[6]
+        if "hidden" in attrs or opacity < _HTML_FAINT or any(
+                (test := _HTML_HIDES.get(p)) and test(v, decls) for p, v in decls.items()):
             return True, look
-        zero = _html_font_zero(decls, look[1])
-        visibility = get("visibility")
-        vis_hidden = visibility in ("hidden", "collapse") or (look[2] and visibility not in ("visible", "initial"))
-        color, fill = look[3], look[4]
-        for prop, value in (("color", get("color")), ("-webkit-text-fill-color", get("-webkit-text-fill-color"))):
-            parsed = _html_color(value) if value else _HTML_INHERIT
-            if parsed is not _HTML_INHERIT:
-                color, fill = (parsed, fill) if prop == "color" else (color, parsed)
-            elif prop != "color" and value in ("currentcolor", "unset"):
-                fill = None
-        background = _html_background(decls, look[5])
-        hidden = zero or vis_hidden or _html_invisible(fill if fill is not None else color, background)
-        return False, (hidden, zero, vis_hidden, color, fill, background, opacity)
+        zero = _html_font_zero(decls, look[1]) if "font-size" in decls or "font" in decls else look[1]
+        visibility = decls.get("visibility")
+        vanished = visibility in ("hidden", "collapse") or (look[2] and visibility not in ("visible", "initial"))
+        color, fill = _html_color(decls.get("color", "")), _html_color(decls.get("-webkit-text-fill-color", ""))
+        color = look[3] if color is _HTML_INHERIT else color
+        fill = None if decls.get("-webkit-text-fill-color") in ("currentcolor", "unset") else (
+            look[4] if fill is _HTML_INHERIT else fill)
+        background = _html_background(decls, look[5]) if any(p.startswith("background") for p in decls) else look[5]
+        hidden = zero or vanished or _html_invisible(color if fill is None else fill, background)
+        return False, (hidden, zero, vanished, color, fill, background, opacity)
 
     # ---- the end ---------------------------------------------------------------------------------------------
 
@@ -2121,21 +1994,14 @@ class _HtmlRenderer:
         self.newline()
         while len(self.boxes) > 1:
             self.close_box(self.boxes[-1])
-        text = "\n".join(self.done + self.out)  # every piece went through visible_text; joining keeps that
-        if len(text) > self.limit:  # what was still held (a row, the last line) can overshoot
+        text = "\n".join(self.done + self.out)  # each piece went through visible_text; joining them keeps that
+        if len(text) > self.limit:  # what was still held at the end (a row, the last line) can overshoot
             text, stopped = text[:self.limit].rstrip(), stopped or "limit"
         return Rendered(text, stopped, consumed)
 
 
-def _html_url_key(url):
-    """A URL or address as compared with a link's text: scheme, "www." and trailing "/" dropped, host lower-cased."""
-    rest = _HTML_URL_PREFIX.sub("", url.strip(), count=1).rstrip("/")
-    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    return rest[:cut].lower() + rest[cut:]
-
-
 def render_html(html_source, max_chars=None, deadline=None) -> Rendered:
-    """Email HTML to readable text in O(len(html_source)) time and memory, stopping at max_chars or deadline."""
+    """Email HTML to readable text in O(len(html_source)) time and memory, stopping at max_chars or a deadline."""
     if not isinstance(html_source, str) or not html_source:
         return Rendered("", None, 0)
     if deadline is not None and time.monotonic() > deadline:
