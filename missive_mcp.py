@@ -1533,9 +1533,15 @@ class _HtmlRenderer:
 
     def find_open(self, tags, barriers):
         """Stack index of the innermost open element among tags, if no barrier element is open inside it, else 0."""
-        best = max((at[-1] for at in map(self.open_at.get, tags) if at), default=0)
-        if best and any(at and at[-1] > best for at in map(self.open_at.get, barriers)):
-            return 0
+        best, open_at = 0, self.open_at
+        for tag in tags:
+            at = open_at.get(tag)
+            if at and at[-1] > best:
+                best = at[-1]
+        for tag in barriers if best else ():
+            at = open_at.get(tag)
+            if at and at[-1] > best:
+                return 0
         return best
 
     def start(self, tag, attrs, pos=0, self_closing=False):
@@ -1562,19 +1568,24 @@ class _HtmlRenderer:
             parent = self.stack[-1]
         parent.kids += 1
         hidden = self.hide_at or self.deep_hidden
-        hides, look = (False, parent.look) if hidden else self.look(tag, kind, attrs, parent.look)
+        if hidden or not (attrs or self.rules or kind == "skip"):
+            hides, look = False, parent.look
+        else:
+            hides, look = self.look(tag, kind, attrs, parent.look)
         if kind == "void":
             return None if hidden or hides else self.void(tag, attrs, look)
         if kind is None and not hides and look == parent.look:
             return  # an inline element that changes nothing needs no tracking
         if self.deep or len(self.stack) >= _HTML_MAX_FRAMES:
             return self.push_deep(tag, kind, hides or look[0], attrs)
-        frame, index = _HtmlFrame(tag, kind, look, parent.p_at if kind in (None, "a") else 0), len(self.stack)
-        frame.quiet = parent.quiet
+        index = len(self.stack)
+        frame = _HtmlFrame(tag, kind, look, index if tag == "p" else parent.p_at if kind in (None, "a") else 0)
+        if parent.quiet:
+            frame.quiet = True
         self.stack.append(frame)
         self.open_at.setdefault(tag, []).append(index)
-        frame.p_at = index if tag == "p" else frame.p_at
-        self.head_at = index if tag == "head" and not self.head_at else self.head_at
+        if tag == "head" and not self.head_at:
+            self.head_at = index
         if hides and not hidden:
             self.hide_at = index
         elif not hidden:
@@ -1744,8 +1755,9 @@ class _HtmlRenderer:
                 row.texts.append(box.capture[0])
                 row.size += len(box.capture[0])
                 row.first_para = row.first_para or (len(row.texts) == 1 and box.para)
-                if len(row.texts) > _HTML_MAX_CELLS or row.size > self.limit:
-                    self.switch(row)
+                if len(row.texts) >= _HTML_MAX_CELLS or row.size > self.limit:
+                    self.line(" | ".join(row.texts), row.depth)  # a row this long reads on several lines
+                    row.texts, row.size = [], 0
         elif row is not None and box.start < self.nlines:
             row.any = True
         if box.quote:
