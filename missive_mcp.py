@@ -1070,12 +1070,12 @@ _HTML_LINK_TEXT = 2048      # characters of link text compared with its target
 
 _HTML_KINDS = {tag: kind for kind, tags in (
     ("line", "div dd dt address center section article header footer nav main aside figcaption form fieldset "
-             "legend details summary body html option"),
+             "legend details summary body html option textarea"),
     ("para", "p dl figure"), ("h", "h1 h2 h3 h4 h5 h6"), ("list", "ul ol menu dir"), ("li", "li"),
     ("quote", "blockquote"), ("pre", "pre listing xmp plaintext"), ("table", "table"), ("tr", "tr"),
     ("sect", "thead tbody tfoot colgroup"), ("cell", "td th"), ("caption", "caption"), ("a", "a"),
     ("skip", "head title style script noscript template svg math xml iframe object applet canvas audio video "
-             "select datalist map textarea noembed noframes"),
+             "select datalist map noembed noframes"),
     ("void", "area base basefont bgsound br col embed frame hr image img input keygen link meta param source "
              "track wbr"),
 ) for tag in tags.split()}
@@ -1521,10 +1521,11 @@ class _HtmlRenderer:
             self.start(tag, attrs, gt + 1, src[gt - 1] == "/" and (gt - 1 == pos or src[gt - 2] in " \t\n\r\f\"'"))
             return gt + 1
         closer = self.find(tag, gt + 1)
-        if tag in ("xmp", "plaintext"):
+        stop = len(src) if closer < 0 else closer
+        if tag in ("xmp", "plaintext", "textarea"):  # shown as written; a textarea's references are decoded
             self.start(tag, attrs, gt + 1)
-            for piece in range(gt + 1, len(src) if closer < 0 else closer, _HTML_SLICE):
-                self.text(src[piece:min(len(src) if closer < 0 else closer, piece + _HTML_SLICE)], raw=True)
+            for piece in range(gt + 1, stop, _HTML_SLICE):
+                self.text(src[piece:min(stop, piece + _HTML_SLICE)], raw=tag != "textarea")
             self.end(tag)
         gt = src.find(">", closer) if closer >= 0 else -1
         return len(src) if gt < 0 else gt + 1
@@ -1921,7 +1922,7 @@ class _HtmlRenderer:
 
     def link_end(self, link):
         """Show a link's real target after its text, unless it is that text (or plain words repeating a target)."""
-        text, href = "".join(link.text).strip(), visible_text("".join(link.href.split()))
+        text, href = "".join(link.text).strip(), visible_text("".join(link.href.split()))  # wrapped hrefs rejoin
         if not text or not href or href[0] == "#":
             return
         scheme = _HTML_SCHEME.match(href)

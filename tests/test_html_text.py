@@ -397,6 +397,10 @@ def test_images():
     assert html_to_text("<div>sig</div><img src=logo.png><br><div>Name</div>") == "sig\nName"
 
 
+def test_textarea_shows_its_text_as_written():
+    assert html_to_text("Reply: <textarea>a &amp; <b>b</b></textarea> done") == "Reply:\na & <b>b</b>\ndone"
+
+
 def test_pre_keeps_whitespace():
     src = "<p>Run:</p><pre>\n$ make  test\n    indented   line\n\tTab &amp; &lt;tag&gt;</pre><p>done</p>"
     assert html_to_text(src) == "Run:\n\n$ make  test\n    indented   line\n\tTab & <tag>\n\ndone"
