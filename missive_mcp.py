@@ -1149,7 +1149,8 @@ _HTML_CSS_UNITS = {"": 1, "px": 1, "pt": 4 / 3, "pc": 16, "in": 96, "cm": 37.8, 
                    "rem": 16, "ex": 8, "ch": 8, "%": 6, "vw": 12, "vh": 8, "vmin": 8, "vmax": 12}
 _HTML_FAR = (-500, 5000)  # px: a position or shift outside this range is off-screen
 _HTML_NEAR = 16           # a text colour within this of its background on every channel (0-255) is invisible
-_HTML_FAINT = 0.1         # opacity or colour alpha below this is invisible
+_HTML_FAINT = 0.1         # opacity, colour alpha or scale below this is invisible
+_HTML_TINY = 2            # px: a font smaller than this cannot be read
 _HTML_COLORS = {name: (int(rgb[:2], 16), int(rgb[2:4], 16), int(rgb[4:], 16), 1.0) for name, rgb in (
     pair.split(":") for pair in (
         "white:ffffff black:000000 snow:fffafa ivory:fffff0 ghostwhite:f8f8ff whitesmoke:f5f5f5 seashell:fff5ee "
@@ -1193,10 +1194,11 @@ def _html_sides(values):
 def _html_transform_hides(value):
     for name, args in _html_functions(value):
         px = [_html_px(a) for a in args]
-        if name.startswith("scale") and any(_html_fraction(a) == 0 for a in args[:2 if name == "scale" else 3]):
+        scales = [abs(f) for f in map(_html_fraction, args[:2 if name == "scale" else 3]) if f is not None]
+        if name.startswith("scale") and scales and min(scales) < _HTML_FAINT:
             return True
         if name == "matrix" and len(px) == 6 and None not in px and (
-                px[0] * px[3] - px[1] * px[2] == 0 or _html_far(f"{args[4]} {args[5]}")):
+                abs(px[0] * px[3] - px[1] * px[2]) < _HTML_FAINT ** 2 or _html_far(f"{args[4]} {args[5]}")):
             return True
         if name.startswith("translate") and _html_far(" ".join(args)):
             return True
@@ -1243,7 +1245,8 @@ _HTML_HIDES = dict(
     **dict.fromkeys(("left", "top", "right", "bottom"),
                     lambda v, d: d.get("position", "static") != "static" and _html_far(v)),
     **dict.fromkeys(("height", "max-height", "width", "max-width", "line-height"),
-                    lambda v, d: _html_px(v.split()[0] if v else "") == 0 and _html_overflow_hidden(d)),
+                    lambda v, d: (px := _html_px(v.split()[0] if v else "")) is not None and px <= 1
+                    and _html_overflow_hidden(d)),
 )
 _HTML_CSS_PROPS = frozenset(_HTML_HIDES) | frozenset(
     "visibility opacity filter font-size font color -webkit-text-fill-color background background-color "
@@ -1301,12 +1304,13 @@ def _html_background(decls, parent):
 
 
 def _html_font_zero(decls, parent):
-    """Whether the font size is 0; relative sizes (em, %) of a zero size stay zero, absolute ones reset it."""
+    """Whether the font is too small to read; relative sizes (em, %) of such a font stay so, absolute ones reset."""
     value, zero = decls.get("font-size"), parent
     sizes = ([value] if value else []) + [t.split("/")[0] for t in decls.get("font", "").split()]
     for part in sizes:
         m = _HTML_CSS_NUMBER.fullmatch(part)
-        if m and float(m.group(1)) == 0:
+        px = _html_px(part) if m and m.group(2) != "%" else m and float(m.group(1)) * 0.16  # % of 16 px
+        if m and (float(m.group(1)) == 0 or (m.group(2) and px is not None and px < _HTML_TINY)):
             return True
         if m and m.group(2):
             zero = parent if m.group(2) in ("em", "%", "ex", "ch") else False
@@ -1331,6 +1335,9 @@ def _html_css_clean(css):
     return css.lower()
 
 
+_HTML_NO_DECLARATIONS = {}  # shared by every rule without such declarations; never written to
+
+
 def _html_declarations(css):
     """(normal, important): the declarations of a cleaned style text that can hide text."""
     normal, important = {}, {}
@@ -1343,7 +1350,7 @@ def _html_declarations(css):
                 important[name] = value[:bang].strip()
             else:
                 normal[name] = value.strip()
-    return normal, important
+    return normal or _HTML_NO_DECLARATIONS, important or _HTML_NO_DECLARATIONS
 
 
 def _html_stylesheet(src):
@@ -1367,7 +1374,7 @@ def _html_stylesheet(src):
             break
         pos = closer.end()
     css = _html_css_clean(" ".join(chunks)).replace("<!--", " ").replace("-->", " ")
-    rules, pos, order = {}, 0, 0
+    rules, bodies, pos, order = {}, {}, 0, 0
     while (brace := css.find("{", pos)) >= 0:
         head = css[pos:brace].rpartition(";")[2].strip()
         if head.startswith("@"):  # media queries, fonts, pages: they apply only sometimes, so none is used
@@ -1379,17 +1386,21 @@ def _html_stylesheet(src):
             continue
         end = css.find("}", brace)
         end = len(css) if end < 0 else end
-        normal, important = _html_declarations(css[brace + 1:end])
+        body = css[brace + 1:end]
+        normal, important = bodies.get(body) or bodies.setdefault(body, _html_declarations(body))
         pos = end + 1
         for selector in head.split(",") if normal or important else ():
             m = _HTML_CSS_SELECTOR.fullmatch(selector.strip())
             if not m or not (m.group(1) or m.group(2)):
                 continue  # descendant, attribute and pseudo selectors are not understood, so not used
-            classes, ids = frozenset(re.findall(r"\.([\w-]+)", m.group(2))), re.findall(r"#([\w-]+)", m.group(2))
+            classes, ids = tuple(re.findall(r"\.([\w-]+)", m.group(2))), re.findall(r"#([\w-]+)", m.group(2))
             tag = None if m.group(1) in (None, "*") else m.group(1)
-            key = "#" + ids[0] if ids else "." + min(classes) if classes else tag or "*"
-            rules.setdefault(key, []).append(((len(ids), len(classes), tag is not None, order), tag, classes,
-                                              set(ids), normal, important))
+            if len(ids) > 1:
+                continue  # an element has one id
+            # Rules apply by specificity (ids, classes, tag), then order; packed in one int to keep rules small.
+            rank = ((len(ids) * 256 + min(len(classes), 255)) * 2 + (tag is not None)) << 32 | order
+            key = "#" + ids[0] if ids else "." + classes[0] if classes else tag or "*"
+            rules.setdefault(key, []).append((rank, tag, classes, ids[0] if ids else None, normal, important))
             order += 1
     return rules
 
@@ -1674,13 +1685,13 @@ class _HtmlRenderer:
             self.br()
         elif tag == "hr":
             self.paragraph()
-        elif tag in ("img", "image") and not look[0]:
+        elif tag in ("img", "image") and not look[2]:  # an image shows whatever its font size or colour
             alt = attrs.get("alt", "")
             if not alt.strip():
                 self.unseen = not self.cur  # alone on its line: the <br> after it ends a line that reads as nothing
             elif not (any((m := _HTML_INT.match(attrs.get(d, ""))) and int(m.group(1)) <= 1 for d in ("width", "height"))
                       or _HTML_PIXEL_STYLE.search(attrs.get("style", ""))):  # tracking pixels say nothing
-                self.text(" " + alt + " ", raw=True)
+                self.text(" " + alt + " ", raw=True, alt=True)
 
     def push_deep(self, tag, kind, hides, attrs):
         link = None
@@ -1851,10 +1862,10 @@ class _HtmlRenderer:
 
     # ---- inline content --------------------------------------------------------------------------------------
 
-    def text(self, s, raw=False):
+    def text(self, s, raw=False, alt=False):
         if self.head_at and not s.isspace():
             self.close_to(self.head_at)
-        if self.hide_at or self.deep_hidden or self.stack[-1].look[0]:
+        if self.hide_at or self.deep_hidden or (self.stack[-1].look[0] and not alt):
             return
         if not raw and "&" in s:
             s = _html_unescape(s)
@@ -1976,8 +1987,8 @@ class _HtmlRenderer:
         if self.rules:
             classes, ident = set(attrs.get("class", "").lower().split()), attrs.get("id", "").lower()
             for key in [tag, "*", "#" + ident, *("." + c for c in classes)]:
-                matched += [r for r in self.rules.get(key, ()) if r[1] in (None, tag) and r[2] <= classes
-                            and (not r[3] or ident in r[3])]
+                matched += [r for r in self.rules.get(key, ()) if r[1] in (None, tag) and r[3] in (None, ident)
+                            and all(c in classes for c in r[2])]
             matched.sort(key=lambda rule: rule[0])
         style = attrs.get("style") or ""
         if (inline := self.styles.get(style)) is None:
