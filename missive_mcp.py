@@ -1658,7 +1658,7 @@ class _HtmlRenderer:
     def breaks(self, frame):
         level = 1 if frame.kind == "list" and not frame.para else _HTML_BREAK.get(frame.kind)
         if level:
-            self.paragraph() if level == 2 else self.newline()
+            self.newline(level == 2)
 
     def reply_header(self, attrs, pos):
         """Whether a div starts the quoted earlier message: Outlook's marker id, or a top border over "From:"."""
@@ -1700,7 +1700,7 @@ class _HtmlRenderer:
                 link = _HtmlLink(attrs["href"], self.nlines)
                 self.links.append(link)
             elif _HTML_BREAK.get(kind):
-                self.paragraph() if _HTML_BREAK[kind] == 2 else self.newline()
+                self.newline(_HTML_BREAK[kind] == 2)
         entry = (tag, kind, hides, link) if link else self.deep_entries.setdefault((tag, kind, hides),
                                                                                      (tag, kind, hides, None))
         self.deep.append(entry)
@@ -1714,7 +1714,7 @@ class _HtmlRenderer:
         if link is not None:
             self.link_end(self.links.pop())
         elif not (hides or self.hide_at or self.deep_hidden) and _HTML_BREAK.get(kind):
-            self.paragraph() if _HTML_BREAK[kind] == 2 else self.newline()
+            self.newline(_HTML_BREAK[kind] == 2)
         return entry
 
     def end(self, tag):
@@ -1910,15 +1910,19 @@ class _HtmlRenderer:
         else:
             self.want_blank(self.boxes[-1])
 
-    def newline(self):
+    def newline(self, blank=False):
+        """End the current line; with blank, also leave a blank line before what comes next (a paragraph)."""
         if self.cur:
             self.end_line()
         self.space = self.unseen = False
+        if blank:
+            box = self.boxes[-1]
+            box.para = True
+            if box.start < self.nlines:
+                self.blank = box
 
     def paragraph(self):
-        self.newline()
-        self.boxes[-1].para = True
-        self.want_blank(self.boxes[-1])
+        self.newline(True)
 
     def br(self):
         if self.hide_at or self.deep_hidden:
