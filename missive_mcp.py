@@ -1104,7 +1104,8 @@ _HTML_ATTR = re.compile(r"""([^\s/>"'=][^\s/>"'=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']
 _HTML_VALUE_QUOTE = re.compile(r"""=\s*(["'])""")
 _HTML_ATTR_REF = re.compile(r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;)")  # "&copy=" is no ref there
 _HTML_HUGE_REF = re.compile(r"&#(?:[xX]0*[1-9a-fA-F][0-9a-fA-F]{6,}|0*[1-9][0-9]{7,});?")  # past U+10FFFF
-# Elements whose content is not markup: shown preformatted (xmp, plaintext) or dropped. One memoised search each.
+# Elements whose content is not markup: shown as written (xmp, plaintext, textarea) or dropped. One memoised
+# search finds the end of each.
 _HTML_RAW = {tag: re.compile(r"</%s[\s/>]" % tag, re.I)
              for tag in "script style title textarea iframe noembed noframes noscript xmp plaintext".split()}
 # Whitespace runs other than one plain space, so ordinary prose needs no replacement; no-break spaces count as
@@ -1143,7 +1144,7 @@ _HTML_CSS_SCAN = re.compile(r"<(?:(!--)|(style)(?=[\s/>])|(script)(?=[\s/>]))", 
 _HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
 _HTML_CSS_BRACE = re.compile("[{}]")
 _HTML_CSS_NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))([a-z%]*)")
-_HTML_CSS_FUNCTION = re.compile(r"([a-z0-9-]+)\(([^()]*)\)")
+_HTML_CSS_NAME = re.compile(r"[a-z0-9-]+\Z")
 _HTML_CSS_COLOR = re.compile(r"#[0-9a-f]+|(?:rgba?|hsla?)\([^()]*\)|[a-z]+")
 _HTML_CSS_UNITS = {"": 1, "px": 1, "pt": 4 / 3, "pc": 16, "in": 96, "cm": 37.8, "mm": 3.78, "q": 0.945, "em": 16,
                    "rem": 16, "ex": 8, "ch": 8, "%": 6, "vw": 12, "vh": 8, "vmin": 8, "vmax": 12}
@@ -1181,7 +1182,13 @@ def _html_far(value):
 
 
 def _html_functions(value):
-    return [(name, args.replace(",", " ").replace("/", " ").split()) for name, args in _HTML_CSS_FUNCTION.findall(value)]
+    """(name, arguments) of each function in a CSS value, e.g. ("scale", ["0"]), found with str.find."""
+    calls, pos = [], 0
+    while (start := value.find("(", pos)) >= 0 and (end := value.find(")", start)) >= 0:
+        name = _HTML_CSS_NAME.search(value, max(pos, start - 32), start)  # a window: a long word is not rescanned
+        calls.append((name.group() if name else "", value[start + 1:end].replace(",", " ").replace("/", " ").split()))
+        pos = end + 1
+    return calls
 
 
 def _html_sides(values):
