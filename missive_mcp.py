@@ -1316,13 +1316,15 @@ def _html_font_zero(decls, parent):
     sizes = ([value] if value else []) + [t.split("/")[0] for t in decls.get("font", "").split()]
     for part in sizes:
         m = _HTML_CSS_NUMBER.fullmatch(part)
-        px = _html_px(part) if m and m.group(2) != "%" else m and float(m.group(1)) * 0.16  # % of 16 px
-        if m and (float(m.group(1)) == 0 or (m.group(2) and px is not None and px < _HTML_TINY)):
+        if not m:  # a keyword: medium, small... are readable; inherit, smaller... keep the parent's size
+            zero = zero if part is not value or value in ("inherit", "smaller", "larger", "unset", "revert") else False
+            continue
+        number, unit = float(m.group(1)), m.group(2)
+        px = number * 0.16 if unit == "%" else _html_px(part)  # a percentage of a 16 px font
+        if number == 0 or (unit and px is not None and px < _HTML_TINY):
             return True
-        if m and m.group(2):
-            zero = parent if m.group(2) in ("em", "%", "ex", "ch") else False
-        elif part is value and value not in ("inherit", "smaller", "larger", "unset", "revert"):
-            zero = False
+        if unit:
+            zero = parent if unit in ("em", "%", "ex", "ch") else False
     return zero
 
 
@@ -1544,6 +1546,8 @@ class _HtmlRenderer:
             self.start(tag, attrs, gt + 1)
             for piece in range(gt + 1, stop, _HTML_SLICE):
                 self.text(src[piece:min(stop, piece + _HTML_SLICE)], raw=tag != "textarea")
+                if self.size + self.cur_len > self.limit:
+                    return min(stop, piece + _HTML_SLICE)  # the run loop sees the limit and stops there
             self.end(tag)
         gt = src.find(">", closer) if closer >= 0 else -1
         return len(src) if gt < 0 else gt + 1

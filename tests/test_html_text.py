@@ -654,6 +654,13 @@ def test_max_chars_stops_early_on_hostile_bodies(name):
     assert result.consumed < len(source) / 5
 
 
+def test_max_chars_stops_inside_preformatted_raw_text():
+    source = "<plaintext>" + "line of text\n" * 400_000
+    result = render_html(source, max_chars=20_000)
+    assert result.stopped == "limit"
+    assert result.consumed < len(source) / 20
+
+
 def test_max_chars_bounds_text_still_held_at_the_end():
     # A row is held until it ends; at the end of the body what it held must still respect the limit.
     result = render_html("<table><tr>" + "<td>word</td>" * 2000, max_chars=100)
