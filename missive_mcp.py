@@ -1711,7 +1711,7 @@ class _HtmlRenderer:
                 link = _HtmlLink(attrs["href"], self.nlines)
                 self.links.append(link)
             elif _HTML_BREAK.get(kind):
-                self.newline(_HTML_BREAK[kind] == 2)
+                self.space = True  # this deep the structure is flattened: a block reads as a gap between words
         entry = (tag, kind, hides, link) if link else self.deep_entries.setdefault((tag, kind, hides),
                                                                                      (tag, kind, hides, None))
         self.deep.append(entry)
@@ -1725,7 +1725,7 @@ class _HtmlRenderer:
         if link is not None:
             self.link_end(self.links.pop())
         elif not (hides or self.hide_at or self.deep_hidden) and _HTML_BREAK.get(kind):
-            self.newline(_HTML_BREAK[kind] == 2)
+            self.space = True
         return entry
 
     def end(self, tag):
@@ -1766,6 +1766,10 @@ class _HtmlRenderer:
         return box
 
     def close_box(self, box):
+        if box.capture == [] and self.cur and not self.pre:  # a one-line cell goes straight to its row
+            text = ("".join(self.chunks + self.cur) if self.chunks else "".join(self.cur)).strip()
+            self.cur, self.chunks, self.cur_len = [], [], 0
+            box.capture += [text] if text else []
         self.newline()
         self.blank = None if self.blank is box else self.blank  # a blank line at the end of a block is dropped
         self.boxes.pop()
@@ -1802,6 +1806,8 @@ class _HtmlRenderer:
 
     def switch(self, row):
         """A held row turned out not to be one line per cell: give back its cells as blocks, then stream."""
+        if self.blank is not None:
+            self.line(None, 0)  # a blank line owed before the row comes before its cells
         row.block, held, row.texts = True, row.texts, []
         self.undecided -= 1
         for depth in self.caps:
@@ -1823,11 +1829,13 @@ class _HtmlRenderer:
             self.blank = box
 
     def line(self, text, depth):
+        """Deliver a line at boxes[depth], after the blank line owed before it (text None: only that blank)."""
         if self.blank is not None:
             blank, self.blank = self.blank, None
             if blank.start < self.nlines:
                 self.deliver(None, blank.depth)
-        self.deliver(text, depth)
+        if text is not None:
+            self.deliver(text, depth)
 
     def deliver(self, text, depth):
         """Put a finished line (None: a blank one) where it goes: the table cell holding it, or the output."""
