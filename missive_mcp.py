@@ -1028,7 +1028,7 @@ def _visible_pictograph(c: str) -> bool:
 def _visible_joiner(match) -> str:
     run, s, start, end = match.group(), match.string, match.start(), match.end()
     before, after, kept = s[start - 1] if start else "", s[end] if end < len(s) else "", ""
-    if run[0] != "\u200d" and before and not before.isspace():
+    if run[0] != "\u200d" and run[1:2] in ("", "\u200d") and before and not before.isspace():
         kept, run = run[0], run[1:]  # one selector may style the character before it; a run of them is data
     if run == "\u200d" and _visible_pictograph(before) and _visible_pictograph(after):
         kept += run  # joins two emoji (family, profession, flag sequences)
