@@ -6,7 +6,9 @@
 Every figure is taken by driving ``python missive_mcp.py`` as an MCP client would (newline-delimited JSON-RPC on
 stdin/stdout, a reader thread collecting answers by id so concurrent calls can be in flight at once), and is
 printed next to a FLOOR measured in the same run (mostly: a bare low-level ``mcp`` server with one tool, generated
-into a temporary directory and started the same way) and next to its target with a pass/fail mark.
+into a temporary directory and started the same way) and next to its target with a pass/fail mark. The exception
+is the pair of "hostile bodies" figures: the HTML renderer measured in-process on the generated hostile corpus of
+tests/fixtures/hostile_bodies.py (``hostile_corpus()``), against the newsletter repeated to the same size.
 
 Not collected by pytest (the name does not start with ``test_``) and nothing runs at import.
 """
