@@ -34,7 +34,6 @@ import concurrent.futures
 import dataclasses
 import email.utils
 import html
-import html.parser
 import http
 import io
 import itertools
