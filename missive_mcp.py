@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import colorsys
 import concurrent.futures
 import dataclasses
 import difflib
 import email.utils
 import html
-import html.parser
 import http
 import http.client
 import io
@@ -52,10 +52,11 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 import urllib.parse
 import zlib
 from collections import deque
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import mcp.server.stdio
 import mcp_types as types
@@ -949,7 +950,7 @@ def _error_message(reply: Reply) -> str | None:
                 return value if isinstance(value, str) else _compact(value)[:PEER_TEXT_CAP * 4]
     source = reply.text[:ERROR_TEXT_SCAN] if reply.text else ("" if data is None else _compact(data)[:ERROR_TEXT_SCAN])
     if "<" in source and ">" in source:
-        source = _HEADING_MARK.sub("", html_to_text(source))
+        source = _HEADING_MARK.sub("", html_to_text(source, PEER_TEXT_CAP * 2))
     return " ".join(source.split()) or None
 
 
@@ -1383,20 +1384,9 @@ def clean_answer(value, token: str | None, depth: int = 1):
 
 
 def _clean_string(text: str, token: str | None) -> str:
-    if not (text.isascii() and text.isprintable()):
-        text = _strip_invisible(text)
-    # After stripping: a token split by zero-width characters is whole again here.
+    text = visible_text(text)
+    # After cleaning: a token split by zero-width characters is whole again here.
     return text.replace(token, "[redacted]") if token and token in text else text
-
-
-# Characters a person cannot see, or that change how the text around them displays.
-_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
-                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb"
-                        "\U000e0000-\U000e0fff]")
-
-
-def _strip_invisible(text: str) -> str:
-    return _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def prune(value):
@@ -1441,17 +1431,23 @@ def shape_bodies(data, key: str, body_format: str = "text", max_chars: int = 200
 def readable_body(body: str, max_chars: int, deadline: float | None = None, body_format: str = "text",
                   quoted: str = "keep", cut_hint: str = "") -> str:
     """A body as a person reads it, cut at max_chars with a note saying so; quoted history kept or dropped."""
-    text = body
+    text, more = body, 0
     if body_format == "text" and re.search(r"<[A-Za-z!/]", body):
-        text = html_to_text(body)
+        rendered = render_html(body, max_chars, deadline)
+        text, more = rendered.text, len(body) - rendered.consumed
+        if rendered.stopped == "deadline":
+            text += (f"\n[… conversion stopped at the call's deadline (MISSIVE_DEADLINE) with {more:,} characters "
+                     "of HTML left; read the message alone or with body_format html]")
+            more = 0
     note = ""
     if body_format == "text" and quoted == "drop":
         new, history = split_quoted_history(text)
         if history:
             text, note = new, f"[quoted history omitted ({history.count(chr(10)) + 1:,} lines); " \
                               "quoted_history: keep shows it]"
-    if len(text) > max_chars:
-        text = text[:max_chars] + f"\n[… {len(text) - max_chars:,} more characters cut at " + \
+    if len(text) > max_chars or more:
+        left = f"{len(text) - max_chars:,} more characters" if not more else f"the rest ({more:,} characters of HTML)"
+        text = text[:max_chars] + f"\n[… {left} cut at " + \
             (cut_hint or f"max_body_chars={max_chars}; call again with a larger max_body_chars to read them]")
     return f"{text}\n{note}" if note and text else note or text
 
@@ -1706,612 +1702,1070 @@ def shape_reply(call: Call, reply: Reply) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Readable message bodies: email HTML to the text a person would read (standard library html.parser only)
+# Readable message bodies: email HTML to the text a person would read (standard library only)
 # ---------------------------------------------------------------------------------------------------------------------
+# Bodies are written by strangers, so for ANY input this section keeps three promises.
+#   Bounded: one forward pass over the source with str.find and linear regexes (a search that can fail is memoised,
+#     so nothing is rescanned); fixed budgets for the open elements, nested prefixes, rows held for layout and every
+#     look-ahead; no recursion on the input's structure. Output stops at max_chars + _HTML_MARGIN and the rest of
+#     the source is not read. Time and memory are O(len(source)).
+#   Only what a person sees: text hidden by attributes, CSS, colour or position is dropped (_HtmlRenderer.look), and
+#     every character goes through visible_text.
+#   Honest links: a link shows its real target unless that is exactly its visible text (_HtmlRenderer.link_end).
 
-_HTML_VOID = frozenset("area base basefont bgsound br col embed frame hr image img input keygen link meta param "
-                       "source track wbr".split())
-_HTML_SKIP = frozenset("head title style script noscript template svg math xml iframe object embed applet canvas "
-                       "audio video select datalist map".split())
+# Hand-written so start-up never walks Unicode; a test walks it and proves every Cf and Cc character is covered.
+_VISIBLE_DROP = (
+    (0x0000, 0x0008), (0x000B, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x034F, 0x034F), (0x0600, 0x0605),
+    (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200C), (0x200E, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F),
+    (0x3164, 0x3164), (0xD800, 0xDFFF), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE007F),
+    (0xE0100, 0xE01EF),
+)  # and U+200D (ZWJ), U+FE00-FE0F (variation selectors): kept only inside an emoji (_visible_joiner)
+_VISIBLE_INVISIBLE = re.compile("[%s]+" % "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _VISIBLE_DROP))
+_VISIBLE_JOINERS = re.compile("[\u200d\ufe00-\ufe0f]+")
+_VISIBLE_ASCII_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _visible_pictograph(c: str) -> bool:
+    return bool(c) and (unicodedata.category(c) == "So" or "\U0001f3fb" <= c <= "\U0001f3ff")
+
+
+def _visible_joiner(match) -> str:
+    run, s, start, end = match.group(), match.string, match.start(), match.end()
+    before, after, kept = s[start - 1] if start else "", s[end] if end < len(s) else "", ""
+    if run[0] != "\u200d" and run[1:2] in ("", "\u200d") and before and not before.isspace():
+        kept, run = run[0], run[1:]  # one selector may style the character before it; a run of them is data
+    if run == "\u200d" and _visible_pictograph(before) and _visible_pictograph(after):
+        kept += run  # joins two emoji (family, profession, flag sequences)
+    return kept
+
+
+def visible_text(s: str) -> str:
+    """Remove every character a person cannot see or that changes how the text around it displays."""
+    if s.isascii() and not _VISIBLE_ASCII_CONTROL.search(s):
+        return s
+    if "\r" in s:
+        s = s.replace("\r\n", "\n").replace("\r", "\n")
+    if "\u2028" in s or "\u2029" in s:
+        s = s.replace("\u2028", "\n").replace("\u2029", "\n")
+    s = _VISIBLE_INVISIBLE.sub("", s)
+    return s if s.isascii() else _VISIBLE_JOINERS.sub(_visible_joiner, s)
+
+
+class Rendered(NamedTuple):
+    """What render_html made of a body: the text, why it stopped early (None, "limit", "deadline"), source used."""
+    text: str
+    stopped: str | None
+    consumed: int
+
+
+_HTML_MARGIN = 256          # characters produced past max_chars before stopping: the caller sees there was more
+_HTML_SLICE = 65536         # longest text run handled in one step, so the limit and the deadline are checked often
+_HTML_TICK = 255            # the deadline is checked every 256 tokens (a mask)
+_HTML_MAX_FRAMES = 256      # open elements with full state; deeper ones are kept as (tag, kind, hides, link)
+_HTML_MAX_BOXES = 24        # nested prefixes and cell captures; deeper quotes, items and cells render flat
+_HTML_MAX_PREFIX = 16       # characters of "> - " before a line: short lines cannot multiply the output
+_HTML_MAX_QUOTES = 4        # reply headers quote this deep, then only start a paragraph
+_HTML_MAX_ROWS = 6          # table rows held at once to choose "a | b" or blocks; deeper rows are blocks
+_HTML_MAX_CELLS = 1000      # cells one held row may collect
+_HTML_LOOKAHEAD = 800       # source characters read after an Outlook border-top block to spot its "From:"
+_HTML_CSS_BUDGET = 100_000  # characters of <style> examined
+_HTML_CACHE = 4096          # entries in each style cache before it is emptied
+_HTML_LINK_TEXT = 2048      # characters of link text compared with its target
+
+_HTML_KINDS = {tag: kind for kind, tags in (
+    ("line", "div dd dt address center section article header footer nav main aside figcaption form fieldset "
+             "legend details summary body html option textarea"),
+    ("para", "p dl figure"), ("h", "h1 h2 h3 h4 h5 h6"), ("list", "ul ol menu dir"), ("li", "li"),
+    ("quote", "blockquote"), ("pre", "pre listing xmp plaintext"), ("table", "table"), ("tr", "tr"),
+    ("sect", "thead tbody tfoot colgroup"), ("cell", "td th"), ("caption", "caption"), ("a", "a"),
+    ("skip", "head title style script noscript template svg math xml iframe object applet canvas audio video "
+             "select datalist map noembed noframes"),
+    ("void", "area base basefont bgsound br col embed frame hr image img input keygen link meta param source "
+             "track wbr"),
+) for tag in tags.split()}
+# kind -> what its start and end do to the lines around it: 1 ends the line, 2 also leaves a blank line
+_HTML_BREAK = {"line": 1, "li": 1, "tr": 1, "cell": 1, "caption": 1, "para": 2, "h": 2, "quote": 2, "pre": 2,
+               "table": 2, "list": 2}
+_HTML_CLOSES_P = frozenset("line para h list quote pre table sect caption".split())
 _HTML_HEAD_OK = frozenset("meta link title style script base noscript template xml".split())
-# Browsers give these no vertical margin: they only start and end a line.
-_HTML_LINE_BLOCKS = frozenset("div li dd dt address center section article header footer nav main aside "
-                              "figcaption form fieldset legend details summary caption tr td th thead tbody tfoot "
-                              "body html option".split())
-# These get a blank line before and after.
-_HTML_PARA_BLOCKS = frozenset("p dl figure".split())
-_HTML_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_HTML_BLOCKISH = _HTML_LINE_BLOCKS | _HTML_PARA_BLOCKS | frozenset(_HTML_HEADINGS) | frozenset(
-    "ul ol menu dir blockquote table pre listing xmp hr br".split())
-# An end tag may not reach past these when looking for its start tag (a stray </div> inside a
-# cell must not close the table around it).
-_HTML_END_BARRIERS = {
-    "td": frozenset(["table"]), "th": frozenset(["table"]), "tr": frozenset(["table"]),
-    "thead": frozenset(["table"]), "tbody": frozenset(["table"]), "tfoot": frozenset(["table"]),
-    "caption": frozenset(["table"]), "table": frozenset(),
-    "li": frozenset("ul ol menu dir td th table".split()),
-}
-_HTML_DEFAULT_BARRIERS = frozenset("td th table caption".split())
-_HTML_MAX_DEPTH = 120  # tree depth limit, which bounds rendering recursion; deeper elements are flattened
-_HTML_MAX_SCAN = 500  # an end tag only looks this far down the open elements for its start tag
-_HTML_WS = re.compile(r"[ \t\n\r\f\v]+")
-_HTML_SPACES = re.compile(r"[ \xa0]+")
-# Zero-width characters (newsletters pad preheaders with them), soft hyphens and control characters
-# vanish; narrow and figure no-break spaces count as &nbsp;.
-_HTML_CHAR_FIXES = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u034f\u00ad\u180e"))
-_HTML_CHAR_FIXES.update(dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r\f"))
-_HTML_CHAR_FIXES.update({0x202F: "\xa0", 0x2007: "\xa0"})
-_HTML_HIDDEN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
-_HTML_ZERO_HEIGHT = re.compile(r"(?<![-\w])max-height\s*:\s*0+(\.0*)?(px|pt|em|%)?\s*(;|!|$)", re.I)
-_HTML_OVERFLOW_HIDDEN = re.compile(r"overflow\s*:\s*hidden", re.I)
-_HTML_PIXEL_STYLE = re.compile(r"(?<![-\w])(width|height)\s*:\s*[01](px)?\s*(;|!|$)", re.I)
+_HTML_LISTS = ("ul", "ol", "menu", "dir", "dl", "td", "th", "table")
+_HTML_SCOPE = ("td", "th", "table", "caption")
+_HTML_TABLE = ("table",)
+_HTML_SECTIONS = ("thead", "tbody", "tfoot", "tr")
+# start tag -> (open elements it ends, elements that shield them), as browsers close unclosed <li>, <td>...
+_HTML_IMPLIED = {"li": (("li",), _HTML_LISTS), "dt": (("dt", "dd"), _HTML_LISTS), "dd": (("dt", "dd"), _HTML_LISTS),
+                 "td": (("td", "th"), ("tr", "table")), "th": (("td", "th"), ("tr", "table")),
+                 "tr": (("tr",), _HTML_TABLE), "caption": (("tr", "caption"), _HTML_TABLE), "a": (("a",), _HTML_SCOPE),
+                 "thead": (_HTML_SECTIONS, _HTML_TABLE), "tbody": (_HTML_SECTIONS, _HTML_TABLE),
+                 "tfoot": (_HTML_SECTIONS, _HTML_TABLE), "option": (("option",), ("select", "datalist"))}
+# end tag -> elements it may not reach past (a stray </div> inside a cell must not close the table around it)
+_HTML_END_SCOPE = dict.fromkeys("td th tr thead tbody tfoot caption".split(), _HTML_TABLE)
+_HTML_END_SCOPE.update(table=(), li=_HTML_LISTS, dt=_HTML_LISTS, dd=_HTML_LISTS)
+
+# The tokenizer. "<" starts markup only before a letter, "/", "!" or "?"; anything else is text.
+_HTML_MARKUP = re.compile(r"<(?:(/?)([a-zA-Z][^\s/>\x00]*)(>?)|(!--)|[!?/])")
+_HTML_ATTR = re.compile(r"""([^\s/>"'=][^\s/>"'=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
+_HTML_VALUE_QUOTE = re.compile(r"""=\s*(["'])""")
+_HTML_ATTR_REF = re.compile(r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;)")  # "&copy=" is no ref there
+_HTML_HUGE_REF = re.compile(r"&#(?:[xX]0*[1-9a-fA-F][0-9a-fA-F]{6,}|0*[1-9][0-9]{7,});?")  # past U+10FFFF
+# Elements whose content is not markup: shown as written (xmp, plaintext, textarea) or dropped. One memoised
+# search finds the end of each.
+_HTML_RAW = {tag: re.compile(r"</%s[\s/>]" % tag, re.I)
+             for tag in "script style title textarea iframe noembed noframes noscript xmp plaintext".split()}
+# Whitespace runs other than one plain space, so ordinary prose needs no replacement; no-break spaces count as
+# spaces (&nbsp;&nbsp; padding shows as one gap).
+_HTML_WS = re.compile("(?: |[\t\n\r\f\xa0\u2007\u202f])[ \t\n\r\f\xa0\u2007\u202f]+|[\t\n\r\f\xa0\u2007\u202f]")
+_HTML_TAGS = re.compile(r"<[^<>]*>?")
 _HTML_MSO_PARA = re.compile(r"\bmso", re.I)
 _HTML_REPLY_FROM = re.compile(r"\s*(from|von|de|da|van)\s*:", re.I)
 _HTML_REPLY_IDS = frozenset(["divrplyfwdmsg", "mail-editor-reference-message-container"])
-_HTML_NO_LINK = re.compile(r"\s*(#|javascript:|vbscript:|data:|$)", re.I)
-_HTML_URL_NOISE = re.compile(r"^(mailto:|[a-z][a-z0-9+.-]*://)?(www\.)?|/+$", re.I)
+_HTML_PIXEL_STYLE = re.compile(r"(?<![-\w])(width|height)\s*:\s*[01](px)?\s*(;|!|$)", re.I)
+_HTML_INT = re.compile(r"\s*(-?\d{1,9})")
+
+# Links: targets a click would run or read locally are named, never shown as if they were addresses.
+_HTML_LINK_KINDS = dict.fromkeys("javascript vbscript livescript data file blob filesystem jar view-source".split(),
+                                 "unsafe")
+_HTML_LINK_KINDS.update(mailto="mail", tel="tel")
+_HTML_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
+_HTML_URL_PREFIX = re.compile(r"(?:mailto:|[a-z][a-z0-9+.\-]*://)?(?:www\.)?", re.I)
+_HTML_URLISH = re.compile(r"\w\.[^\W\d_]{2,}|\d\.\d+\.\d|://|@|\bwww\b")  # a URL, a domain or an e-mail address
 
 
-class _HtmlNode:
-    __slots__ = ("tag", "attrs", "children")
-
-    def __init__(self, tag, attrs):
-        self.tag = tag
-        self.attrs = attrs
-        self.children = []
+def _html_unescape(s):
+    return html.unescape(_HTML_HUGE_REF.sub("\ufffd", s) if "&#" in s else s)
 
 
-class _HtmlTreeBuilder(html.parser.HTMLParser):
-    """Forgiving HTML -> _HtmlNode tree, closing implied tags roughly the way browsers do."""
+def _html_url_key(url):
+    """A URL or address as compared with link text: scheme, "www." and trailing "/" dropped, host lower-cased."""
+    rest = _HTML_URL_PREFIX.sub("", url.strip(), count=1).rstrip("/")
+    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    return rest[:cut].lower() + rest[cut:]
 
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = _HtmlNode("#root", {})
-        self.stack = [self.root]
-        self.head_at = None  # stack index of an open <head>
-        self.flat = set()  # ids of open elements too deep to nest, whose content goes to their parent
-        self.no_close_from = {}  # construct -> (len(rawdata), position from which its closer is known missing)
 
-    def _close_to(self, index):
-        index = max(index, 1)
-        if self.flat:
-            for node in reversed(self.stack[index:]):
-                if id(node) in self.flat:
-                    self.flat.discard(id(node))
-                    node.children.append(_HtmlNode(node.tag, {}))  # the line break its end would give
-        del self.stack[index:]
-        if self.head_at is not None and index <= self.head_at:
-            self.head_at = None
+# CSS: what makes text invisible. Declarations of other properties are dropped as they are parsed.
+_HTML_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.S)
+_HTML_CSS_SCAN = re.compile(r"<(?:(!--)|(style)(?=[\s/>])|(script)(?=[\s/>]))", re.I)
+_HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
+_HTML_CSS_BRACE = re.compile("[{}]")
+_HTML_CSS_NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))([a-z%]*)")
+_HTML_CSS_NAME = re.compile(r"[a-z0-9-]+\Z")
+_HTML_CSS_COLOR = re.compile(r"#[0-9a-f]+|(?:rgba?|hsla?)\([^()]*\)|[a-z]+")
+_HTML_CSS_UNITS = {"": 1, "px": 1, "pt": 4 / 3, "pc": 16, "in": 96, "cm": 37.8, "mm": 3.78, "q": 0.945, "em": 16,
+                   "rem": 16, "ex": 8, "ch": 8, "%": 6, "vw": 12, "vh": 8, "vmin": 8, "vmax": 12}
+_HTML_FAR = (-500, 5000)  # px: a position or shift outside this range is off-screen
+_HTML_NEAR = 16           # a text colour within this of its background on every channel (0-255) is invisible
+_HTML_FAINT = 0.1         # opacity, colour alpha or scale below this is invisible
+_HTML_TINY = 2            # px: a font smaller than this cannot be read
+_HTML_COLORS = {name: (int(rgb[:2], 16), int(rgb[2:4], 16), int(rgb[4:], 16), 1.0) for name, rgb in (
+    pair.split(":") for pair in (
+        "white:ffffff black:000000 snow:fffafa ivory:fffff0 ghostwhite:f8f8ff whitesmoke:f5f5f5 seashell:fff5ee "
+        "floralwhite:fffaf0 mintcream:f5fffa azure:f0ffff aliceblue:f0f8ff honeydew:f0fff0 linen:faf0e6 "
+        "oldlace:fdf5e6 lavenderblush:fff0f5 cornsilk:fff8dc lightyellow:ffffe0 beige:f5f5dc lemonchiffon:fffacd "
+        "lightcyan:e0ffff gainsboro:dcdcdc silver:c0c0c0 gray:808080 grey:808080 red:ff0000 maroon:800000 "
+        "green:008000 lime:00ff00 blue:0000ff navy:000080 yellow:ffff00 orange:ffa500 purple:800080 "
+        "teal:008080").split())}
+# A look is what an element's content inherits: (text hidden, font-size 0, visibility hidden, colour, text fill,
+# background, opacity). A background is a colour, or None behind an image, where no colour can be judged.
+_HTML_ROOT_LOOK = (False, False, False, _HTML_COLORS["black"], None, _HTML_COLORS["white"], 1.0)
+_HTML_INHERIT = "inherit"
 
-    def _find_open(self, tags, barriers):
-        for i in range(len(self.stack) - 1, max(0, len(self.stack) - _HTML_MAX_SCAN), -1):
-            tag = self.stack[i].tag
-            if tag in tags:
-                return i
-            if tag in barriers:
-                return None
-        return None
 
-    def handle_starttag(self, tag, attrs):
-        stack = self.stack
-        if self.head_at is not None and tag not in _HTML_HEAD_OK:
-            self._close_to(self.head_at)
-        found = None
-        if tag == "li":
-            found = self._find_open(("li",), _HTML_END_BARRIERS["li"])
-        elif tag in ("dt", "dd"):
-            found = self._find_open(("dt", "dd"), ("dl", "td", "th", "table"))
-        elif tag in ("td", "th"):
-            found = self._find_open(("td", "th"), ("tr", "table"))
-        elif tag == "tr":
-            found = self._find_open(("tr",), ("table",))
-        elif tag in ("thead", "tbody", "tfoot"):
-            found = self._find_open(("thead", "tbody", "tfoot", "tr"), ("table",))
-        elif tag == "a":  # links do not nest; a new one ends the open one
-            found = self._find_open(("a",), _HTML_DEFAULT_BARRIERS)
-        elif tag == "option":
-            found = self._find_open(("option",), ("select", "datalist"))
-        if found is None and (tag in _HTML_BLOCKISH and tag not in ("br", "td", "th", "tr", "li")):
-            # A block start closes an open <p> if only inline elements lie between them.
-            for i in range(len(stack) - 1, max(0, len(stack) - _HTML_MAX_SCAN), -1):
-                if stack[i].tag == "p":
-                    found = i
-                    break
-                if stack[i].tag in _HTML_BLOCKISH or stack[i].tag in _HTML_SKIP:
-                    break
-        if found is not None:
-            self._close_to(found)
-        node = _HtmlNode(tag, {name: value or "" for name, value in attrs})
-        parent = self.stack[-1]
-        if tag in _HTML_VOID or len(self.stack) < _HTML_MAX_DEPTH:
-            parent.children.append(node)
-            if tag in _HTML_VOID:
-                return False
-            if tag == "head" and self.head_at is None:
-                self.head_at = len(self.stack)
-            self.stack.append(node)
+def _html_px(value):
+    m = _HTML_CSS_NUMBER.fullmatch(value.strip()) if value else None
+    factor = _HTML_CSS_UNITS.get(m.group(2)) if m else None
+    return None if factor is None else float(m.group(1)) * factor
+
+
+def _html_fraction(value):
+    m = _HTML_CSS_NUMBER.fullmatch(value.strip())
+    return float(m.group(1)) / (100 if m.group(2) else 1) if m and m.group(2) in ("", "%") else None
+
+
+def _html_far(value):
+    return any(px is not None and not _HTML_FAR[0] < px < _HTML_FAR[1] for px in map(_html_px, value.split()))
+
+
+def _html_functions(value):
+    """(name, arguments) of each function in a CSS value, e.g. ("scale", ["0"]), found with str.find."""
+    calls, pos = [], 0
+    while (start := value.find("(", pos)) >= 0 and (end := value.find(")", start)) >= 0:
+        name = _HTML_CSS_NAME.search(value, max(pos, start - 32), start)  # a window: a long word is not rescanned
+        calls.append((name.group() if name else "", value[start + 1:end].replace(",", " ").replace("/", " ").split()))
+        pos = end + 1
+    return calls
+
+
+def _html_sides(values):
+    """A CSS 1-4 value shorthand as (top, right, bottom, left)."""
+    top = values[0]
+    right = values[1] if len(values) > 1 else top
+    return top, right, values[2] if len(values) > 2 else top, values[3] if len(values) > 3 else right
+
+
+def _html_transform_hides(value):
+    for name, args in _html_functions(value):
+        px = [_html_px(a) for a in args]
+        scales = [abs(f) for f in map(_html_fraction, args[:2 if name == "scale" else 3]) if f is not None]
+        if name.startswith("scale") and scales and min(scales) < _HTML_FAINT:
             return True
-        # Too deep to nest: an empty copy keeps the element's line break, its content goes to the
-        # parent (or nowhere, if it is hidden), and the stack still matches its end tag.
-        parent.children.append(_HtmlNode(tag, {}))
-        node.children = [] if tag in _HTML_SKIP or _html_hidden(node) else parent.children
-        self.flat.add(id(node))
-        self.stack.append(node)
+        if name == "matrix" and len(px) == 6 and None not in px and (
+                abs(px[0] * px[3] - px[1] * px[2]) < _HTML_FAINT ** 2 or _html_far(f"{args[4]} {args[5]}")):
+            return True
+        if name.startswith("translate") and _html_far(" ".join(args)):
+            return True
+    return False
+
+
+def _html_clip_hides(value):
+    for name, args in _html_functions(value):
+        if name == "rect" and len(args) == 4:
+            top, right, bottom, left = map(_html_px, args)
+        elif name == "inset" and args:  # percentages only: an inset of half from both sides leaves nothing
+            args = args[:args.index("round")] if "round" in args else args
+            top, right, bottom, left = _html_sides([_html_fraction(a) if a.endswith("%") else None for a in args])
+            bottom, right = (None if bottom is None else 1 - bottom), (None if right is None else 1 - right)
+        else:
+            if name in ("circle", "ellipse") and args and _html_px(args[0]) == 0:
+                return True
+            continue
+        if (None not in (top, bottom) and bottom <= top) or (None not in (left, right) and right <= left):
+            return True
+    return False
+
+
+def _html_opacity(decls):
+    own = _html_fraction(decls.get("opacity", "1"))
+    own = 1.0 if own is None else own
+    for name, args in _html_functions(decls.get("filter", "")):
+        if name == "opacity" and args and _html_fraction(args[0]) is not None:
+            own *= _html_fraction(args[0])
+    return max(own, 0.0)
+
+
+def _html_overflow_hidden(decls):
+    return any(decls.get(p, "").split()[:1] in (["hidden"], ["clip"]) for p in ("overflow", "overflow-x", "overflow-y"))
+
+
+# property -> test of (value, all declarations): a true result hides the element and everything in it.
+_HTML_HIDES = dict(
+    display=lambda v, d: v == "none",
+    transform=lambda v, d: _html_transform_hides(v),
+    clip=lambda v, d: _html_clip_hides(v),
+    **{"content-visibility": lambda v, d: v == "hidden", "clip-path": lambda v, d: _html_clip_hides(v)},
+    **dict.fromkeys(("text-indent", "margin", "margin-left", "margin-top"), lambda v, d: _html_far(v)),
+    **dict.fromkeys(("left", "top", "right", "bottom"),
+                    lambda v, d: d.get("position", "static") != "static" and _html_far(v)),
+    **dict.fromkeys(("height", "max-height", "width", "max-width", "line-height"),
+                    lambda v, d: (px := _html_px(v.split()[0] if v else "")) is not None and px <= 1
+                    and _html_overflow_hidden(d)),
+)
+_HTML_CSS_PROPS = frozenset(_HTML_HIDES) | frozenset(
+    "visibility opacity filter font-size font color -webkit-text-fill-color background background-color "
+    "background-image overflow overflow-x overflow-y position".split())
+
+
+def _html_color(value):
+    """A CSS colour as (r, g, b, alpha), _HTML_INHERIT, an unknown name (equal only to itself) or None."""
+    v = value.strip()
+    if v in ("inherit", "currentcolor", "unset", ""):
+        return _HTML_INHERIT
+    if v == "transparent":
+        return (0, 0, 0, 0.0)
+    if v[0] == "#":
+        h = "".join(c * 2 for c in v[1:]) if len(v) in (4, 5) else v[1:]
+        if len(h) not in (6, 8) or h.strip("0123456789abcdef"):
+            return None
+        return int(h[:2], 16), int(h[2:4], 16), int(h[4:6], 16), int(h[6:] or "ff", 16) / 255
+    if v.endswith(")") and v[:3] in ("rgb", "hsl"):
+        args = v[v.find("(") + 1:-1].replace(",", " ").replace("/", " ").split()
+        nums = [_html_fraction(a) if a.endswith("%") else _html_px(a.replace("deg", "")) for a in args]
+        if len(nums) < 3 or None in nums or not all(map(math.isfinite, nums)):
+            return None
+        alpha = nums[3] if len(nums) > 3 else 1.0
+        if v[:3] == "hsl":
+            return tuple(round(c * 255) for c in colorsys.hls_to_rgb(nums[0] / 360 % 1, nums[2], nums[1])) + (alpha,)
+        return tuple(n * 255 if a.endswith("%") else n for n, a in zip(nums[:3], args)) + (alpha,)
+    return _HTML_COLORS.get(v) or (v if v.isalpha() else None)
+
+
+def _html_invisible(color, background):
+    if not isinstance(color, tuple):
+        return color is not None and color == background
+    if color[3] < _HTML_FAINT:
         return True
+    return isinstance(background, tuple) and all(
+        abs((c - b) * color[3]) <= _HTML_NEAR for c, b in zip(color[:3], background[:3]))
 
-    def handle_startendtag(self, tag, attrs):
-        if self.handle_starttag(tag, attrs):
-            self._close_to(len(self.stack) - 1)
 
-    def handle_endtag(self, tag):
+def _html_background(decls, parent):
+    shorthand = decls.get("background", "")
+    if decls.get("background-image", "none") != "none" or any(k in shorthand for k in ("url(", "gradient", "image-set")):
+        return None  # behind an image no colour can be judged
+    value = decls.get("background-color")
+    color = _html_color(value) if value else _HTML_INHERIT
+    if color is _HTML_INHERIT:
+        color = next((c for c in map(_html_color, _HTML_CSS_COLOR.findall(shorthand)) if isinstance(c, tuple)), parent)
+    if not isinstance(color, tuple) or color[3] >= 1:
+        return color
+    if color[3] < _HTML_FAINT:
+        return parent  # transparent: the parent's background shows through
+    if not isinstance(parent, tuple):
+        return None
+    return tuple(c * color[3] + p * (1 - color[3]) for c, p in zip(color[:3], parent)) + (1.0,)
+
+
+def _html_font_zero(decls, parent):
+    """Whether the font is too small to read; relative sizes (em, %) of such a font stay so, absolute ones reset."""
+    value, zero = decls.get("font-size"), parent
+    sizes = ([value] if value else []) + [t.split("/")[0] for t in decls.get("font", "").split()]
+    for part in sizes:
+        m = _HTML_CSS_NUMBER.fullmatch(part)
+        if not m:  # a keyword: medium, small... are readable; inherit, smaller... keep the parent's size
+            zero = zero if part is not value or value in ("inherit", "smaller", "larger", "unset", "revert") else False
+            continue
+        number, unit = float(m.group(1)), m.group(2)
+        px = number * 0.16 if unit == "%" else _html_px(part)  # a percentage of a 16 px font
+        if number == 0 or (unit and px is not None and px < _HTML_TINY):
+            return True
+        if unit:
+            zero = parent if unit in ("em", "%", "ex", "ch") else False
+    return zero
+
+
+def _html_css_clean(css):
+    """CSS as a browser matches it: comments out, escapes decoded, lower case."""
+    if "/*" in css:
+        parts, pos = [], 0
+        while pos >= 0:
+            start = css.find("/*", pos)
+            parts.append(css[pos:start] if start >= 0 else css[pos:])
+            end = css.find("*/", start + 2) if start >= 0 else -1
+            pos = end + 2 if end >= 0 else -1
+        css = " ".join(parts)
+    if "\\" in css:
+        css = _HTML_CSS_ESCAPE.sub(lambda m: m.group(2) if m.group(2) is not None else (
+            chr(int(m.group(1), 16)) if 0 < int(m.group(1), 16) < 0x110000 else "\ufffd"), css)
+    return css.lower()
+
+
+_HTML_NO_DECLARATIONS = {}  # shared by every rule without such declarations; never written to
+
+
+def _html_declarations(css):
+    """(normal, important): the declarations of a cleaned style text that can hide text."""
+    normal, important = {}, {}
+    for part in css.split(";"):
+        name, colon, value = part.partition(":")
+        name = name.strip()
+        if colon and name in _HTML_CSS_PROPS:
+            bang = value.rfind("!")
+            if bang >= 0 and value[bang + 1:].strip() == "important":
+                important[name] = value[:bang].strip()
+            else:
+                normal[name] = value.strip()
+    return normal or _HTML_NO_DECLARATIONS, important or _HTML_NO_DECLARATIONS
+
+
+def _html_stylesheet(src):
+    """The rules of the page's <style> blocks (not those in comments), indexed by id, one class, or tag."""
+    if not re.search("<style", src, re.I):
+        return {}
+    chunks, budget, pos = [], _HTML_CSS_BUDGET, 0
+    while budget > 0:
+        m = _HTML_CSS_SCAN.search(src, pos)
+        end = (src.find("-->", m.end()) if m.group(1) else src.find(">", m.end())) if m else -1
+        if end < 0:
+            break
+        if m.group(1):
+            pos = end + 3
+            continue
+        closer = _HTML_RAW["style" if m.group(2) else "script"].search(src, end + 1)
+        if m.group(2):
+            chunks.append(src[end + 1:closer.start() if closer else len(src)][:budget])
+            budget -= len(chunks[-1])
+        if not closer:
+            break
+        pos = closer.end()
+    css = _html_css_clean(" ".join(chunks)).replace("<!--", " ").replace("-->", " ")
+    rules, bodies, pos, order = {}, {}, 0, 0
+    while (brace := css.find("{", pos)) >= 0:
+        head = css[pos:brace].rpartition(";")[2].strip()
+        if head.startswith("@"):  # media queries, fonts, pages: they apply only sometimes, so none is used
+            depth, pos = 1, brace + 1
+            while depth and (b := _HTML_CSS_BRACE.search(css, pos)):
+                depth, pos = depth + (1 if b.group() == "{" else -1), b.end()
+            if depth:
+                break
+            continue
+        end = css.find("}", brace)
+        end = len(css) if end < 0 else end
+        body = css[brace + 1:end]
+        normal, important = bodies.get(body) or bodies.setdefault(body, _html_declarations(body))
+        pos = end + 1
+        for selector in head.split(",") if normal or important else ():
+            m = _HTML_CSS_SELECTOR.fullmatch(selector.strip())
+            if not m or not (m.group(1) or m.group(2)):
+                continue  # descendant, attribute and pseudo selectors are not understood, so not used
+            classes, ids = tuple(re.findall(r"\.([\w-]+)", m.group(2))), re.findall(r"#([\w-]+)", m.group(2))
+            tag = None if m.group(1) in (None, "*") else m.group(1)
+            if len(ids) > 1:
+                continue  # an element has one id
+            # Rules apply by specificity (ids, classes, tag), then order; packed in one int to keep rules small.
+            rank = ((len(ids) * 256 + min(len(classes), 255)) * 2 + (tag is not None)) << 32 | order
+            key = "#" + ids[0] if ids else "." + classes[0] if classes else tag or "*"
+            rules.setdefault(key, []).append((rank, tag, classes, ids[0] if ids else None, normal, important))
+            order += 1
+    return rules
+
+
+class _HtmlFrame:
+    """An open element: its tag and kind, the look its content inherits, and the render state it owns."""
+    kids, link, row, count, para, quiet = 0, None, None, 1, False, False
+
+    def __init__(self, tag, kind, look, p_at):
+        self.tag, self.kind, self.look, self.p_at = tag, kind, look, p_at
+
+
+class _HtmlBox:
+    """A scope of the output: the prefix of its lines, its blank lines and, for a table cell, the line it holds."""
+    used, para, capture, row, counter, quote, pre = False, False, None, None, None, False, False
+
+    def __init__(self, owner, first, cont, start, depth):
+        self.owner, self.first, self.cont, self.start, self.depth = owner, first, cont, start, depth
+
+
+class _HtmlRow:
+    """A table row whose cells are held as single lines until it is clear whether it reads "a | b" or as blocks."""
+    size, first_para, any = 0, False, False
+
+    def __init__(self, depth, block):
+        self.depth, self.block, self.texts = depth, block, []
+
+
+class _HtmlLink:
+    def __init__(self, href, start):
+        self.href, self.start, self.text, self.size = href, start, [], 0
+
+
+class _HtmlRenderer:
+    """Streams the tokens of one body into lines, within the bounds the section notes promise."""
+
+    def __init__(self, src, limit, deadline):
+        self.src, self.limit, self.deadline = src, limit, deadline
+        self.rules, self.memo, self.looks, self.styles = _html_stylesheet(src), {}, {}, {}
+        root = _HtmlFrame("#root", "line", _HTML_ROOT_LOOK, 0)
+        self.stack, self.open_at, self.hide_at, self.head_at = [root], {}, 0, 0
+        self.deep, self.deep_tags, self.deep_hidden, self.deep_entries = [], {}, 0, {}  # past _HTML_MAX_FRAMES
+        self.boxes, self.caps, self.prefixes = [_HtmlBox(root, "", "", 0, 0)], [], {}
+        self.blank, self.nlines, self.undecided, self.quotes, self.pre = None, 0, 0, 0, 0
+        self.out, self.done, self.size, self.last = [], [], 0, None
+        self.cur, self.chunks, self.cur_len, self.space, self.after_url, self.unseen = [], [], 0, False, False, False
+        self.links, self.last_url = [], None
+
+    # ---- tokens ----------------------------------------------------------------------------------------------
+
+    def find(self, needle, start):
+        """src.find (or a raw-text end tag search) that never rescans: a result holds for later starts before it."""
+        known = self.memo.get(needle)
+        if known and known[0] <= start and (known[1] < 0 or start <= known[1]):
+            return known[1]
+        if needle in _HTML_RAW:
+            m = _HTML_RAW[needle].search(self.src, start)
+            at = m.start() if m else -1
+        else:
+            at = self.src.find(needle, start)
+        self.memo[needle] = (start, at)
+        return at
+
+    def run(self) -> Rendered:
+        src, n, pos, ticks, stopped, markup = self.src, len(self.src), 0, 0, None, None
+        while pos < n:
+            ticks += 1
+            if self.size + self.cur_len > self.limit:
+                stopped = "limit"
+                break
+            if not ticks & _HTML_TICK and self.deadline is not None and time.monotonic() > self.deadline:
+                stopped = "deadline"
+                break
+            if markup is None or markup.start() < pos:
+                markup = _HTML_MARKUP.search(src, pos)
+            at = markup.start() if markup else n
+            if at > pos:
+                end = min(at, pos + _HTML_SLICE)
+                if end < at:  # a long text: cut it where no character reference is split
+                    amp = src.rfind("&", end - 40, end)
+                    end = amp if amp > pos else end
+                self.text(src[pos:end])
+                pos = end
+                continue
+            slash, name, closed, comment = markup.group(1, 2, 3, 4)
+            if name:
+                tag = name.lower()
+                if slash:
+                    gt = markup.end() - 1 if closed else src.find(">", markup.end())
+                    pos = n if gt < 0 else gt + 1
+                    if gt >= 0 and (self.open_at.get(tag) or self.deep_tags.get(tag) or tag == "br"):
+                        self.end(tag)
+                elif closed and (tag == "br" or tag not in _HTML_KINDS) and not self.head_at and not (
+                        self.rules and (tag in self.rules or "*" in self.rules)):
+                    self.stack[-1].kids += 1  # <b>, <span>, <br>: nothing to look up or track
+                    pos = markup.end()
+                    if tag == "br":
+                        self.br()
+                else:
+                    pos = self.start_tag(tag, markup.end() - (1 if closed else 0))
+            elif comment:  # "<!-->" and "<!--->" are whole comments; an unclosed one runs to the end
+                gt = 4 if src.startswith(">", at + 4) else 5 if src.startswith("->", at + 4) else 0
+                close = src.find("-->", at + 4) if not gt else at + gt - 2
+                pos = n if close < 0 else close + 3
+            else:  # <!doctype>, <?xml?>, <![if]>, </3: bogus comments up to the next ">"
+                gt = at + 2 if src.startswith("</>", at) else src.find(">", at + 2)
+                pos = n if gt < 0 else gt + 1
+        return self.finish(stopped, min(pos, n))
+
+    def start_tag(self, tag, pos):
+        src = self.src
+        gt = src.find(">", pos)
+        if gt < 0:
+            return len(src)  # a tag cut off by the end of the body is dropped, as browsers do
+        quote = _HTML_VALUE_QUOTE.search(src, pos, gt) if gt > pos else None
+        while quote:  # a quoted value may hold ">": the tag ends at the first ">" after its closing quote
+            close = self.find(quote.group(1), quote.end())
+            if close < 0:
+                break  # never closed: end the tag at its first ">" rather than swallow the body
+            if close > gt and (gt := self.find(">", close + 1)) < 0:
+                return len(src)
+            quote = _HTML_VALUE_QUOTE.search(src, close + 1, gt)
+        attrs = {}
+        for name, dq, sq, bare in _HTML_ATTR.findall(src, pos, gt) if gt > pos else ():
+            name, value = name.lower(), dq or sq or bare
+            if name not in attrs:  # browsers keep the first of repeated attributes
+                attrs[name] = _HTML_ATTR_REF.sub(lambda m: _html_unescape(m.group()), value) if "&" in value else value
+        if tag not in _HTML_RAW:
+            self.start(tag, attrs, gt + 1, src[gt - 1] == "/" and (gt - 1 == pos or src[gt - 2] in " \t\n\r\f\"'"))
+            return gt + 1
+        closer = self.find(tag, gt + 1)
+        stop = len(src) if closer < 0 else closer
+        if tag in ("xmp", "plaintext", "textarea"):  # shown as written; a textarea's references are decoded
+            self.start(tag, attrs, gt + 1)
+            for piece in range(gt + 1, stop, _HTML_SLICE):
+                self.text(src[piece:min(stop, piece + _HTML_SLICE)], raw=tag != "textarea")
+                if self.size + self.cur_len > self.limit:
+                    return min(stop, piece + _HTML_SLICE)  # the run loop sees the limit and stops there
+            self.end(tag)
+        gt = src.find(">", closer) if closer >= 0 else -1
+        return len(src) if gt < 0 else gt + 1
+
+    # ---- elements --------------------------------------------------------------------------------------------
+
+    def find_open(self, tags, barriers):
+        """Stack index of the innermost open element among tags, if no barrier element is open inside it, else 0."""
+        best, open_at = 0, self.open_at
+        for tag in tags:
+            at = open_at.get(tag)
+            if at and at[-1] > best:
+                best = at[-1]
+        for tag in barriers if best else ():
+            at = open_at.get(tag)
+            if at and at[-1] > best:
+                return 0
+        return best
+
+    def start(self, tag, attrs, pos=0, self_closing=False):
+        kind, rules = _HTML_KINDS.get(tag), self.rules
+        if self.head_at and tag not in _HTML_HEAD_OK:
+            self.close_to(self.head_at)
+        parent = self.stack[-1]
+        if kind is None and not attrs and not (rules and (tag in rules or "*" in rules)):
+            parent.kids += 1
+            return
+        ends = _HTML_IMPLIED.get(tag)
+        if self.deep:  # past the frame limit an element ends only an open one of its own kind, found by count
+            ends = (ends[0] if ends else ()) + (("p",) if kind in _HTML_CLOSES_P or tag == "hr" else ())
+            if any(self.deep_tags.get(t) for t in ends):
+                while self.pop_deep()[0] not in ends:
+                    pass
+        else:
+            at = self.find_open(*ends) if ends else 0
+            if at or kind in _HTML_CLOSES_P or tag == "hr":
+                self.close_to(at or parent.p_at or len(self.stack))
+            if kind == "cell" and self.stack[-1].kind != "tr" and self.find_open(_HTML_TABLE, ()) and not \
+                    self.find_open(("tr",), _HTML_TABLE):
+                self.start("tr", {})  # a cell outside a row starts one, as browsers do
+            parent = self.stack[-1]
+        parent.kids += 1
+        hidden = self.hide_at or self.deep_hidden
+        if hidden or not (attrs or self.rules or kind == "skip"):
+            hides, look = False, parent.look
+        else:
+            hides, look = self.look(tag, kind, attrs, parent.look)
+        if kind == "void":
+            return None if hidden or hides else self.void(tag, attrs, look)
+        if kind is None and not hides and look == parent.look:
+            return  # an inline element that changes nothing needs no tracking
+        if self.deep or len(self.stack) >= _HTML_MAX_FRAMES:
+            return self.push_deep(tag, kind, hides or look[0], attrs)
+        index = len(self.stack)
+        frame = _HtmlFrame(tag, kind, look, index if tag == "p" else parent.p_at if kind in (None, "a") else 0)
+        if parent.quiet:
+            frame.quiet = True
+        self.stack.append(frame)
+        self.open_at.setdefault(tag, []).append(index)
+        if tag == "head" and not self.head_at:
+            self.head_at = index
+        if hides and not hidden:
+            self.hide_at = index
+        elif not hidden:
+            self.open(frame, attrs, pos)
+        if self_closing:
+            self.close_to(index)
+
+    def open(self, frame, attrs, pos):
+        kind, tag = frame.kind, frame.tag
+        if kind == "a":
+            if attrs.get("href") is not None:
+                frame.link = _HtmlLink(attrs["href"], self.nlines)
+                self.links.append(frame.link)
+            return
+        if kind == "para" and _HTML_MSO_PARA.search(attrs.get("class", "")):
+            frame.kind = kind = "line"  # Word's MsoNormal paragraphs have no margins: empty ones are the spacing
+        if tag == "div" and not frame.quiet and self.quotes < _HTML_MAX_QUOTES and self.reply_header(attrs, pos):
+            return self.quote_from(frame)
+        outer = self.boxes[-1].owner
+        frame.para = kind == "list" and outer.kind not in ("li", "list")
+        self.breaks(frame)
+        if len(self.boxes) >= _HTML_MAX_BOXES or kind in (None, "line", "para", "sect", "table"):
+            return
+        if kind in ("h", "quote", "pre"):
+            box = self.push_box(frame, "> " if kind == "quote" else "#" * int(tag[1]) + " " if kind == "h" else "",
+                                "> " if kind == "quote" else "")
+            box.pre = kind == "pre"
+            self.pre += box.pre
+        elif kind == "list":
+            start = _HTML_INT.match(attrs.get("start", ""))
+            frame.count = int(start.group(1)) if start else 1
+            indent = "  " if outer.kind == "list" else ""  # a list straight inside a list (Gmail) is indented
+            self.push_box(frame, indent, indent)
+        elif kind == "li" and outer.kind == "list":
+            value = _HTML_INT.match(attrs.get("value", ""))
+            outer.count = int(value.group(1)) if value else outer.count
+            ordered = outer.tag == "ol"
+            self.push_box(frame, None if ordered else "- ", "  ").counter = outer if ordered else None
+        elif kind in ("tr", "caption") and self.find_open(_HTML_TABLE, ()):
+            frame.row = _HtmlRow(len(self.boxes) - 1, self.undecided >= _HTML_MAX_ROWS)
+            self.undecided += not frame.row.block
+            if kind == "caption":
+                self.open_cell(frame, frame.row)
+        elif kind == "cell":
+            at = len(self.stack) - 2 if self.stack[-2].kind == "tr" else self.find_open(("tr",), _HTML_TABLE)
+            if at and self.stack[at].row is not None:
+                self.open_cell(frame, self.stack[at].row)
+
+    def open_cell(self, frame, row):
+        if row.block:
+            self.want_blank(self.boxes[row.depth])  # the cells of a block row are blocks: a blank line before each
+        box = self.push_box(frame, "", "")
+        box.row = row
+        if not row.block:
+            box.capture = []
+            self.caps.append(box.depth)
+
+    def breaks(self, frame):
+        level = 1 if frame.kind == "list" and not frame.para else _HTML_BREAK.get(frame.kind)
+        if level:
+            self.newline(level == 2)
+
+    def reply_header(self, attrs, pos):
+        """Whether a div starts the quoted earlier message: Outlook's marker id, or a top border over "From:"."""
+        if attrs.get("id", "").lower() in _HTML_REPLY_IDS:
+            return True
+        if "border-top:solid" not in "".join(attrs.get("style", "").split()).lower():
+            return False
+        return bool(_HTML_REPLY_FROM.match(_html_unescape(_HTML_TAGS.sub(" ", self.src[pos:pos + _HTML_LOOKAHEAD]))))
+
+    def quote_from(self, frame):
+        # The header, its single-child wrappers and everything after them at that level is the earlier message.
+        frame.quiet, at = True, len(self.stack) - 1
+        for _ in range(3):
+            if at < 2 or self.stack[at - 1].tag != "div" or self.stack[at - 1].kids != 1:
+                break
+            at -= 1
+        self.paragraph()
+        if len(self.boxes) < _HTML_MAX_BOXES:
+            self.push_box(self.stack[at - 1], "> ", "> ").quote = True
+            self.quotes += 1
+
+    def void(self, tag, attrs, look):
+        if tag == "br":
+            self.br()
+        elif tag == "hr":
+            self.paragraph()
+        elif tag in ("img", "image") and not look[2]:  # an image shows whatever its font size or colour
+            alt = attrs.get("alt", "")
+            if not alt.strip():
+                self.unseen = not self.cur  # alone on its line: the <br> after it ends a line that reads as nothing
+            elif not (any((m := _HTML_INT.match(attrs.get(d, ""))) and int(m.group(1)) <= 1 for d in ("width", "height"))
+                      or _HTML_PIXEL_STYLE.search(attrs.get("style", ""))):  # tracking pixels say nothing
+                self.text(" " + alt + " ", raw=True, alt=True)
+
+    def push_deep(self, tag, kind, hides, attrs):
+        link = None
+        if not (hides or self.hide_at or self.deep_hidden):
+            if kind == "a" and attrs.get("href") is not None:
+                link = _HtmlLink(attrs["href"], self.nlines)
+                self.links.append(link)
+            elif _HTML_BREAK.get(kind):
+                self.space = True  # this deep the structure is flattened: a block reads as a gap between words
+        entry = (tag, kind, hides, link) if link else self.deep_entries.setdefault((tag, kind, hides),
+                                                                                     (tag, kind, hides, None))
+        self.deep.append(entry)
+        self.deep_tags[tag] = self.deep_tags.get(tag, 0) + 1
+        self.deep_hidden += hides
+
+    def pop_deep(self):
+        entry = tag, kind, hides, link = self.deep.pop()
+        self.deep_tags[tag] -= 1
+        self.deep_hidden -= hides
+        if link is not None:
+            self.link_end(self.links.pop())
+        elif not (hides or self.hide_at or self.deep_hidden) and _HTML_BREAK.get(kind):
+            self.space = True
+        return entry
+
+    def end(self, tag):
         if tag == "br":  # browsers read </br> as <br>
-            self.handle_starttag("br", [])
-            return
-        found = self._find_open((tag,), _HTML_END_BARRIERS.get(tag, _HTML_DEFAULT_BARRIERS))
-        if found is not None:
-            self._close_to(found)
+            return self.start("br", {})
+        if self.deep_tags.get(tag):
+            while self.pop_deep()[0] != tag:
+                pass
+        elif at := self.find_open((tag,), _HTML_END_SCOPE.get(tag, _HTML_SCOPE)):
+            self.close_to(at)
 
-    def handle_data(self, data):
-        top = self.stack[-1]
-        if top.tag == "head":
-            if not data.strip():
+    def close_to(self, index):
+        """End every open element from stack index on, innermost first."""
+        while self.deep:
+            self.pop_deep()
+        while len(self.stack) > index:
+            frame = self.stack.pop()
+            self.open_at[frame.tag].pop()
+            self.head_at = 0 if self.head_at == len(self.stack) else self.head_at
+            if self.hide_at:  # the frames of a hidden element did nothing, so their ends do nothing either
+                self.hide_at = 0 if self.hide_at == len(self.stack) else self.hide_at
+                continue
+            if frame.link is not None:
+                self.link_end(self.links.pop())
+            while self.boxes[-1].owner is frame:
+                self.close_box(self.boxes[-1])
+            if frame.row is not None:
+                self.end_row(frame.row)
+            self.breaks(frame)
+
+    # ---- lines, boxes and rows -------------------------------------------------------------------------------
+
+    def push_box(self, owner, first, cont):
+        self.newline()
+        box = _HtmlBox(owner, first, cont, self.nlines, len(self.boxes))
+        self.boxes.append(box)
+        self.prefixes.clear()
+        return box
+
+    def close_box(self, box):
+        if box.capture == [] and self.cur and not self.pre:  # a one-line cell goes straight to its row
+            text = ("".join(self.chunks + self.cur) if self.chunks else "".join(self.cur)).strip()
+            self.cur, self.chunks, self.cur_len = [], [], 0
+            box.capture += [text] if text else []
+        self.newline()
+        self.blank = None if self.blank is box else self.blank  # a blank line at the end of a block is dropped
+        self.boxes.pop()
+        self.prefixes.clear()
+        self.pre -= box.pre
+        row = box.row
+        if box.capture is not None:
+            self.caps.pop()
+            if box.capture:
+                row.texts.append(box.capture[0])
+                row.size += len(box.capture[0])
+                row.first_para = row.first_para or (len(row.texts) == 1 and box.para)
+                if len(row.texts) >= _HTML_MAX_CELLS or row.size > self.limit:
+                    self.line(" | ".join(row.texts), row.depth)  # a row this long reads on several lines
+                    row.texts, row.size = [], 0
+        elif row is not None and box.start < self.nlines:
+            row.any = True
+        if box.quote:
+            self.quotes -= 1
+            self.paragraph()
+
+    def end_row(self, row):
+        box = self.boxes[row.depth]
+        if row.block:
+            return self.want_blank(box) if row.any else None
+        self.undecided -= 1
+        if len(row.texts) > 1 or (row.texts and not row.first_para):
+            self.newline()
+            self.line(" | ".join(row.texts), row.depth)
+        elif row.texts:  # one cell holding a paragraph reads as a paragraph
+            self.want_blank(box)
+            self.line(row.texts[0], row.depth)
+            self.want_blank(box)
+
+    def switch(self, row):
+        """A held row turned out not to be one line per cell: give back its cells as blocks, then stream."""
+        if self.blank is not None:
+            self.line(None, 0)  # a blank line owed before the row comes before its cells
+        row.block, held, row.texts = True, row.texts, []
+        self.undecided -= 1
+        for depth in self.caps:
+            if self.boxes[depth].row is row:
+                held += self.boxes[depth].capture
+                self.boxes[depth].capture = None
+                self.caps.remove(depth)
+                self.prefixes.clear()
+                break
+        box = self.boxes[row.depth]
+        box.para = row.any = True
+        for text in held:
+            if box.start < self.nlines:
+                self.deliver(None, row.depth)
+            self.deliver(text, row.depth)
+
+    def want_blank(self, box):
+        if box.start < self.nlines:  # a blank line before a block's first line is dropped
+            self.blank = box
+
+    def line(self, text, depth):
+        """Deliver a line at boxes[depth], after the blank line owed before it (text None: only that blank)."""
+        if self.blank is not None:
+            blank, self.blank = self.blank, None
+            if blank.start < self.nlines:
+                self.deliver(None, blank.depth)
+        if text is not None:
+            self.deliver(text, depth)
+
+    def deliver(self, text, depth):
+        """Put a finished line (None: a blank one) where it goes: the table cell holding it, or the output."""
+        cap = -1
+        if self.caps:
+            cap = next((c for c in reversed(self.caps) if c <= depth), -1)
+            if cap >= 0 and self.boxes[cap].capture:
+                self.switch(self.boxes[cap].row)  # a second line: that cell is a block
+                return self.deliver(text, depth)
+            if cap >= 0 and text is None:
                 return
-            self._close_to(len(self.stack) - 1)
-            top = self.stack[-1]
-        top.children.append(data)
+        key = (cap, depth, text is None)
+        prefix = self.prefixes.get(key)
+        if prefix is None:
+            parts = []
+            for box in self.boxes[cap + 1:depth + 1]:
+                if box.used or text is None:
+                    parts.append(box.cont)
+                    continue
+                first = box.first
+                if first is None:  # an ordered list item is numbered when it shows a line
+                    first, box.counter.count = f"{box.counter.count}. ", box.counter.count + 1
+                    box.cont = " " * len(first)
+                parts.append(first)
+                box.used, key = True, None
+            prefix = "".join(parts)[:_HTML_MAX_PREFIX]
+            if key is not None:  # a prefix that used up a first-line marker is not the next line's prefix
+                self.prefixes[key] = prefix
+        self.nlines += 1
+        if cap >= 0:
+            self.last = self.boxes[cap].capture
+            return self.last.append(prefix + text)
+        out = self.out
+        if text is None and (not out or not out[-1]):
+            return
+        line = prefix.rstrip() if text is None else prefix + text
+        self.last = out if text is not None else self.last
+        if len(out) > 4096:  # joined in chunks: a million short lines as separate strings would cost far more
+            self.done.append("\n".join(out[:-1]))
+            del out[:-1]
+        out.append(line)
+        self.size += len(line) + 1
 
-    # HTMLParser rescans to the end of the input for every unclosed "<!--" or "<![", which is
-    # quadratic on hostile input; once a closer is known missing after some point, fail fast.
-    def _scan_once(self, kind, i, parse):
-        known = self.no_close_from.get(kind)
-        if known and known[0] == len(self.rawdata) and i >= known[1]:
-            return -1
-        result = parse()
-        if result < 0:
-            self.no_close_from[kind] = (len(self.rawdata), i)
-        return result
+    # ---- inline content --------------------------------------------------------------------------------------
 
-    def parse_comment(self, i, report=1):
-        return self._scan_once("comment", i, lambda: super(_HtmlTreeBuilder, self).parse_comment(i, report))
-
-    def parse_marked_section(self, i, report=1):
-        def parse():
-            try:
-                return super(_HtmlTreeBuilder, self).parse_marked_section(i, report)
-            except AssertionError:  # "<![foo" is no known marked section: skip it like a bogus comment
-                end = self.rawdata.find(">", i + 3)
-                return -1 if end < 0 else end + 1
-        return self._scan_once("section", i, parse)
-
-
-class _HtmlFragment:
-    __slots__ = ("lines", "para", "lead_space", "trail_space")
-
-    def __init__(self, lines, para, lead_space, trail_space):
-        self.lines = lines
-        self.para = para
-        self.lead_space = lead_space
-        self.trail_space = trail_space
-
-
-class _HtmlWriter:
-    """Accumulates rendered lines; blank lines between blocks are requested and merged lazily."""
-
-    def __init__(self, pre=False, in_list=False, shared=None):
-        self.lines = []
-        # Shared by a whole conversion: ids of reply-header nodes already quoted, last url shown.
-        self.shared = {"headers": set(), "url": None} if shared is None else shared
-        self.cur = []
-        self.margin = False
-        self.space = False
-        self.para = False
-        self.lead_space = False
-        self.unseen = False  # current line held only things not shown (alt-less images)
-        self.after_url = False  # "<url>" just written: a word glued to it needs a space
-        self.pre = pre
-        self.in_list = in_list
-
-    def sub(self, pre=None, in_list=False):
-        return _HtmlWriter(self.pre if pre is None else pre, in_list, self.shared)
-
-    def _start_content(self):
-        if not self.cur:
-            if self.margin and self.lines and self.lines[-1]:
-                self.lines.append("")
-            self.margin = False
-
-    def _end_line(self):
-        line = "".join(self.cur)
-        self.cur = []
-        self.unseen = False
-        if not self.pre:
-            line = _HTML_SPACES.sub(" ", line).strip()
-        self.lines.append(line)
-
-    def text(self, s):
-        s = s.translate(_HTML_CHAR_FIXES)
+    def text(self, s, raw=False, alt=False):
+        if self.head_at and not s.isspace():
+            self.close_to(self.head_at)
+        if self.hide_at or self.deep_hidden or (self.stack[-1].look[0] and not alt):
+            return
+        if not raw and "&" in s:
+            s = _html_unescape(s)
+        if not s.isascii() or _VISIBLE_ASCII_CONTROL.search(s):
+            s = visible_text(s if self.pre else s.replace("\f", " "))
         if self.pre:
-            pieces = s.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-            for piece in pieces[:-1]:
-                self._start_content()
+            lines = s.split("\n")
+            for piece in lines[:-1]:
                 self.cur.append(piece)
-                self._end_line()
-            if pieces[-1]:
-                self._start_content()
-                self.cur.append(pieces[-1])
-            return
-        s = _HTML_WS.sub(" ", s)
-        if not s:
-            return
-        if s[0] == " ":
-            self.space = True
-            if not self.lines and not self.cur:
-                self.lead_space = True
-        word = s.strip(" ")
+                self.end_line()
+            return self.inline(lines[-1], False) if lines[-1] else None
+        text = _HTML_WS.sub(" ", s)
+        word = text.strip(" ")
+        self.space = self.space or text[:1] == " "
         if word:
-            self.inline(word)
-        if s[-1] == " ":
-            self.space = True
+            self.stack[-1].kids += 1
+            self.inline(word, self.space)
+        elif not self.cur and s.strip(" \t\n\r\f"):
+            self.cur.append("")  # a line of only &nbsp; reads as an empty line (Word spaces paragraphs so)
+        self.space = self.space or text[-1:] == " "
 
-    def inline(self, s):
-        self._start_content()
-        if self.cur and (self.space or (self.after_url and s[0].isalnum())):
-            self.cur.append(" ")
-        self.cur.append(s)
+    def inline(self, word, space):
+        cur = self.cur
+        if cur and (space or (self.after_url and word[0].isalnum())):
+            word = " " + word
+        cur.append(word)
+        self.cur_len += len(word)
         self.space = self.after_url = False
+        if len(cur) > 4096:  # a line of a million small pieces would cost far more than its text
+            self.chunks.append("".join(cur))
+            cur[:] = [""]
+        if self.links and self.links[-1].size <= _HTML_LINK_TEXT:
+            self.links[-1].text.append(word)
+            self.links[-1].size += len(word)
 
-    def newline(self):
+    def end_line(self):
+        text = "".join(self.chunks + self.cur) if self.chunks else "".join(self.cur)
+        self.cur, self.chunks, self.cur_len, self.unseen = [], [], 0, False
+        text = text.rstrip().replace("\xa0", " ") if self.pre else text.strip()
+        if text:
+            self.line(text, len(self.boxes) - 1)
+        else:
+            self.want_blank(self.boxes[-1])
+
+    def newline(self, blank=False):
+        """End the current line; with blank, also leave a blank line before what comes next (a paragraph)."""
         if self.cur:
-            self._end_line()
-        self.space = False
-        self.unseen = False
+            self.end_line()
+        self.space = self.unseen = False
+        if blank:
+            box = self.boxes[-1]
+            box.para = True
+            if box.start < self.nlines:
+                self.blank = box
 
     def paragraph(self):
-        self.newline()
-        self.margin = True
-        self.para = True
+        self.newline(True)
 
     def br(self):
+        if self.hide_at or self.deep_hidden:
+            return
         if self.cur or self.pre:
-            self._start_content()
-            self._end_line()
+            self.end_line()
         elif self.unseen:
-            self.unseen = False  # a <br> after an alt-less image ends its line, which reads as nothing
+            self.unseen = False  # the <br> after an alt-less image ends a line that reads as nothing
         else:
-            self.lines.append("")
+            self.want_blank(self.boxes[-1])
         self.space = False
 
-    def block(self, lines, para=True):
-        if not lines:
+    def link_end(self, link):
+        """Show a link's real target after its text, unless it is that text (or plain words repeating a target)."""
+        text, href = "".join(link.text).strip(), visible_text("".join(link.href.split()))  # wrapped hrefs rejoin
+        if not text or not href or href[0] == "#":
             return
-        end = self.paragraph if para else self.newline
-        end()
-        self._start_content()
-        self.lines.extend(lines)
-        end()
-
-    def put(self, frag, suffix=""):
-        """Insert a rendered fragment: inline if it is one plain line, else as a block."""
-        if not frag.lines:
-            self.space = self.space or frag.lead_space or frag.trail_space
-            return
-        if len(frag.lines) == 1 and not frag.para:
-            if frag.lead_space:
-                self.space = True
-            self.inline(frag.lines[0] + suffix)
-            self.space = frag.trail_space
-            self.after_url = bool(suffix)
+        scheme = _HTML_SCHEME.match(href)
+        kind = _HTML_LINK_KINDS.get(scheme.group(1).lower(), "url") if scheme else "url"
+        if kind == "unsafe":
+            suffix = f" <unsafe link: {scheme.group(1).lower()}:>"
         else:
-            self.block(frag.lines[:-1] + [frag.lines[-1] + suffix], frag.para)
-
-    def finish(self):
+            shown = href[scheme.end():].split("?")[0] if kind == "mail" else href
+            if kind == "tel" and re.sub(r"\D", "", text) == re.sub(r"\D", "", href):
+                shown = ""
+            addressy = link.size > _HTML_LINK_TEXT or _HTML_URLISH.search(text)
+            repeated, self.last_url = shown == self.last_url, shown
+            if not shown or _html_url_key(text) == _html_url_key(shown) or (repeated and not addressy):
+                return  # newsletters link image, heading and "Read more" to one target: shown once per run
+            suffix = f" <{shown}>"
         if self.cur:
-            self._end_line()
-        out = []
-        for line in self.lines:
-            if line.strip():
-                out.append(line)
-            elif out and out[-1]:
-                out.append("")
-        while out and not out[-1]:
-            out.pop()
-        return _HtmlFragment(out, self.para, self.lead_space, self.space)
+            self.cur.append(suffix)
+            self.cur_len += len(suffix)
+            self.after_url = True
+        elif self.nlines > link.start and self.last:
+            self.last[-1] += suffix
+
+    # ---- looks -----------------------------------------------------------------------------------------------
+
+    def look(self, tag, kind, attrs, look):
+        """(hides the element and its content, look of its content) from attributes, style and the page's rules."""
+        rules = self.rules
+        if kind == "skip" or not (attrs or rules):
+            return kind == "skip", look
+        key = (look, tag, attrs.get("style"), attrs.get("class"), attrs.get("id"), attrs.get("bgcolor"),
+               attrs.get("background"), attrs.get("color"), attrs.get("size"), attrs.get("text"), "hidden" in attrs,
+               "href" in attrs)
+        if key[2:] == (None,) * 8 + (False, False) and not (rules and (tag in rules or "*" in rules)):
+            return False, look
+        if (known := self.looks.get(key)) is None:
+            self.looks = {} if len(self.looks) > _HTML_CACHE else self.looks
+            known = self.looks[key] = self.compute_look(tag, attrs, look)
+        return known
+
+    def compute_look(self, tag, attrs, look):
+        decls = {"color": "#0000ee"} if tag == "a" and "href" in attrs else {}  # links have their own colour
+        for name, where, prop in (("bgcolor", None, "background-color"), ("text", "body", "color"),
+                                  ("color", "font", "color"), ("background", None, "background-image")):
+            value = attrs.get(name, "").strip().lower()
+            if value and where in (None, tag):
+                hexa = len(value) in (3, 6) and not value.strip("0123456789abcdef")  # legacy colours skip the "#"
+                decls[prop] = f"url({value})" if name == "background" else "#" + value if hexa else value
+        if tag == "font" and attrs.get("size", "").strip() in ("0", "-0", "+0"):
+            decls["font-size"] = "0"
+        matched = []
+        if self.rules:
+            classes, ident = set(attrs.get("class", "").lower().split()), attrs.get("id", "").lower()
+            for key in [tag, "*", "#" + ident, *("." + c for c in classes)]:
+                matched += [r for r in self.rules.get(key, ()) if r[1] in (None, tag) and r[3] in (None, ident)
+                            and all(c in classes for c in r[2])]
+            matched.sort(key=lambda rule: rule[0])
+        style = attrs.get("style") or ""
+        if (inline := self.styles.get(style)) is None:
+            self.styles = {} if len(self.styles) > _HTML_CACHE else self.styles
+            inline = self.styles[style] = _html_declarations(_html_css_clean(style))
+        for layer in [r[4] for r in matched] + [inline[0]] + [r[5] for r in matched] + [inline[1]]:
+            decls.update(layer)  # importance, then specificity and order, as the cascade does
+        opacity = look[6] * _html_opacity(decls) if "opacity" in decls or "filter" in decls else look[6]
+        if "hidden" in attrs or opacity < _HTML_FAINT or any(
+                (test := _HTML_HIDES.get(p)) and test(v, decls) for p, v in decls.items()):
+            return True, look
+        zero = _html_font_zero(decls, look[1]) if "font-size" in decls or "font" in decls else look[1]
+        visibility = decls.get("visibility")
+        vanished = visibility in ("hidden", "collapse") or (look[2] and visibility not in ("visible", "initial"))
+        color, fill = _html_color(decls.get("color", "")), _html_color(decls.get("-webkit-text-fill-color", ""))
+        color = look[3] if color is _HTML_INHERIT else color
+        fill = None if decls.get("-webkit-text-fill-color") in ("currentcolor", "unset") else (
+            look[4] if fill is _HTML_INHERIT else fill)
+        background = _html_background(decls, look[5]) if any(p.startswith("background") for p in decls) else look[5]
+        hidden = zero or vanished or _html_invisible(color if fill is None else fill, background)
+        return False, (hidden, zero, vanished, color, fill, background, opacity)
+
+    # ---- the end ---------------------------------------------------------------------------------------------
+
+    def finish(self, stopped, consumed):
+        self.close_to(1)
+        self.newline()
+        while len(self.boxes) > 1:
+            self.close_box(self.boxes[-1])
+        text = "\n".join(self.done + self.out)  # each piece went through visible_text; joining them keeps that
+        if len(text) > self.limit:  # what was still held at the end (a row, the last line) can overshoot
+            text, stopped = text[:self.limit].rstrip(), stopped or "limit"
+        return Rendered(text, stopped, consumed)
 
 
-def _html_hidden(node):
-    if "hidden" in node.attrs:
-        return True
-    style = node.attrs.get("style")
-    if not style:
-        return False
-    return bool(_HTML_HIDDEN.search(style)
-                or (_HTML_ZERO_HEIGHT.search(style) and _HTML_OVERFLOW_HIDDEN.search(style)))
-
-
-def _html_plain_text(node, limit=200):
-    parts, todo, size = [], [node], 0
-    while todo and size < limit:
-        item = todo.pop()
-        if isinstance(item, str):
-            parts.append(item)
-            size += len(item)
-        elif item.tag not in _HTML_SKIP:
-            todo.extend(reversed(item.children))
-    return " ".join("".join(parts).split())
-
-
-def _html_reply_header(node):
-    """The wrapper chain of an Outlook "From: … Sent: …" reply header starting at node, or None."""
-    # Outlook marks where the quoted message starts with a bordered header block, often wrapped in
-    # a bare <div>; follow single-child wrappers a few levels down.
-    chain = []
-    for _ in range(4):
-        if isinstance(node, str) or node.tag != "div":
-            return None
-        chain.append(node)
-        if node.attrs.get("id", "").lower() in _HTML_REPLY_IDS:
-            return chain
-        style = node.attrs.get("style", "").lower().replace(" ", "")
-        if "border-top:solid" in style and _HTML_REPLY_FROM.match(_html_plain_text(node)):
-            return chain
-        kids = [c for c in node.children if not isinstance(c, str) or c.strip()]
-        if len(kids) != 1:
-            return None
-        node = kids[0]
-    return None
-
-
-def _html_quote(lines):
-    return ["> " + line if line else ">" for line in lines]
-
-
-def _html_render_children(nodes, w):
-    for i, child in enumerate(nodes):
-        if isinstance(child, str):
-            w.text(child)
-            continue
-        chain = None
-        if child.tag == "div" and id(child) not in w.shared["headers"]:
-            chain = _html_reply_header(child)
-        if chain:
-            # Quote the header and everything after it at this level: that is the earlier message.
-            w.shared["headers"].update(map(id, chain))
-            sub = w.sub()
-            _html_render_children(nodes[i:], sub)
-            w.block(_html_quote(sub.finish().lines))
-            return
-        _html_render(child, w)
-
-
-def _html_render_sub(node, w, **kwargs):
-    sub = w.sub(**kwargs)
-    _html_render_children(node.children, sub)
-    return sub.finish()
-
-
-def _html_render(node, w):
-    tag = node.tag
-    if tag in _HTML_SKIP or _html_hidden(node):
-        return
-    if tag == "br":
-        w.br()
-    elif tag == "img" or tag == "image":
-        _html_render_image(node, w)
-    elif tag == "a":
-        _html_render_link(node, w)
-    elif tag in ("ul", "ol", "menu", "dir"):
-        _html_render_list(node, w)
-    elif tag == "blockquote":
-        w.block(_html_quote(_html_render_sub(node, w).lines))
-    elif tag == "table":
-        _html_render_table(node, w)
-    elif tag in ("pre", "listing", "xmp", "plaintext"):
-        w.block(_html_render_sub(node, w, pre=True).lines)
-    elif tag in _HTML_HEADINGS:
-        lines = _html_render_sub(node, w).lines
-        if lines:
-            lines[0] = "#" * _HTML_HEADINGS[tag] + " " + lines[0]
-        w.block(lines)
-    elif tag == "hr":
-        w.paragraph()
-    elif tag == "p" and not _HTML_MSO_PARA.search(node.attrs.get("class", "")):
-        # Word/Outlook's MsoNormal paragraphs have zero margins and get their spacing from empty
-        # paragraphs instead, so they are treated as plain lines (the else branch below).
-        w.paragraph()
-        _html_render_children(node.children, w)
-        w.paragraph()
-    elif tag in _HTML_LINE_BLOCKS or tag == "p":
-        w.newline()
-        _html_render_children(node.children, w)
-        w.newline()
-    elif tag in _HTML_PARA_BLOCKS:
-        w.paragraph()
-        _html_render_children(node.children, w)
-        w.paragraph()
-    else:
-        _html_render_children(node.children, w)
-
-
-def _html_render_image(node, w):
-    alt = node.attrs.get("alt", "")
-    if not alt.strip():
-        w.unseen = not w.cur
-        return
-    for dim in ("width", "height"):
-        size = re.match(r"\s*(\d+)", node.attrs.get(dim, ""))
-        if size and int(size.group(1)) <= 1:
-            return  # tracking pixel
-    if _HTML_PIXEL_STYLE.search(node.attrs.get("style", "")):
-        return
-    w.text(" " + alt + " ")
-
-
-def _html_norm_url(url):
-    return _HTML_URL_NOISE.sub("", url.strip()).lower()
-
-
-def _html_render_link(node, w):
-    frag = _html_render_sub(node, w)
-    href = re.sub(r"\s+", "", node.attrs.get("href", ""))
-    if not frag.lines or _HTML_NO_LINK.match(href):
-        w.put(frag)
-        return
-    text = " ".join(frag.lines)
-    shown = href[7:].split("?")[0] if href[:7].lower() == "mailto:" else href
-    if href[:4].lower() == "tel:" and re.sub(r"\D", "", text) == re.sub(r"\D", "", href):
-        shown = ""
-    # Newsletters link image, heading and "Read more" to one url: show it once per run.
-    repeated = shown == w.shared["url"]
-    w.shared["url"] = shown
-    if repeated or not shown or _html_norm_url(text) == _html_norm_url(shown) or href in text:
-        w.put(frag)
-    else:
-        w.put(frag, " <" + shown + ">")
-
-
-def _html_render_list(node, w):
-    ordered = node.tag == "ol"
-    start = re.match(r"\s*(-?\d+)", node.attrs.get("start", "")) if ordered else None
-    number = int(start.group(1)) if start else 1
-    out = []
-    for child in node.children:
-        if isinstance(child, str):
-            if child.strip():
-                out.append(" ".join(child.split()))
-            continue
-        if _html_hidden(child) or child.tag in _HTML_SKIP:
-            continue
-        if child.tag == "li":
-            value = re.match(r"\s*(-?\d+)", child.attrs.get("value", "")) if ordered else None
-            if value:
-                number = int(value.group(1))
-            lines = _html_render_sub(child, w, in_list=True).lines
-            if not lines:
-                continue
-            marker = f"{number}. " if ordered else "- "
-            number += 1
-            out.append(marker + lines[0])
-            out.extend(" " * len(marker) + line if line else "" for line in lines[1:])
-        else:
-            sub = w.sub(in_list=True)
-            _html_render(child, sub)
-            lines = sub.finish().lines
-            indent = "  " if child.tag in ("ul", "ol", "menu", "dir") else ""
-            out.extend(indent + line if line else "" for line in lines)
-    w.block(out, para=not w.in_list)
-
-
-def _html_render_table(node, w):
-    rows = []  # (is_single_line, lines)
-    loose_cells = []
-
-    def flush_cells():
-        if loose_cells:
-            rows.append(_html_table_row(loose_cells, w))
-            loose_cells.clear()
-
-    def collect(parent):
-        for child in parent.children:
-            if isinstance(child, str):
-                if child.strip():
-                    loose_cells.append(child)
-                continue
-            if child.tag in _HTML_SKIP or _html_hidden(child) or child.tag in ("colgroup", "col"):
-                continue
-            if child.tag in ("td", "th"):
-                loose_cells.append(child)
-                continue
-            flush_cells()
-            if child.tag in ("thead", "tbody", "tfoot", "form"):
-                collect(child)
-            elif child.tag == "tr":
-                rows.append(_html_table_row(child.children, w))
-            else:
-                sub = w.sub()
-                _html_render(child, sub)
-                frag = sub.finish()
-                rows.append((len(frag.lines) == 1 and not frag.para, frag.lines))
-        flush_cells()
-
-    collect(node)
-    w.paragraph()
-    for single, lines in rows:
-        if not lines:
-            continue
-        w.block(lines, para=not single)
-    w.paragraph()
-
-
-def _html_table_row(cells, w):
-    frags = []
-    for cell in cells:
-        sub = w.sub()
-        if isinstance(cell, str):
-            sub.text(cell)
-        elif not (_html_hidden(cell) or cell.tag in _HTML_SKIP):
-            if cell.tag in ("td", "th"):
-                _html_render_children(cell.children, sub)
-            else:
-                _html_render(cell, sub)
-        frag = sub.finish()
-        if frag.lines:
-            frags.append(frag)
-    if not frags:
-        return True, []
-    if all(len(f.lines) == 1 for f in frags) and (len(frags) > 1 or not frags[0].para):
-        return True, [" | ".join(f.lines[0] for f in frags)]
-    lines = []
-    for frag in frags:
-        if lines:
-            lines.append("")
-        lines.extend(frag.lines)
-    return False, lines
-
-
-def _html_flat_text(root):
-    # Last resort when rendering fails: plain text with a line break at every block boundary.
-    parts, todo = [], [root]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, str):
-            parts.append(item)
-        elif item.tag not in _HTML_SKIP and not _html_hidden(item):
-            if item.tag in _HTML_BLOCKISH:
-                parts.append("\n")
-                todo.append("\n")
-            todo.extend(reversed(item.children))
-    text = "".join(parts).translate(_HTML_CHAR_FIXES)
-    return "\n".join(" ".join(line.split()) for line in text.split("\n"))
-
-
-def html_to_text(html_source: str) -> str:
-    """Convert email HTML to the plain text a person would read (quotes as "> ", links as "text <url>")."""
+def render_html(html_source, max_chars=None, deadline=None) -> Rendered:
+    """Email HTML to readable text in O(len(html_source)) time and memory, stopping at max_chars or a deadline."""
     if not isinstance(html_source, str) or not html_source:
-        return ""
-    last_gt = html_source.rfind(">")
-    if html_source.find("<", last_gt + 1) >= 0:
-        # No tag can start after the last ">"; escaping those "<" spares HTMLParser a quadratic rescan.
-        html_source = html_source[:last_gt + 1] + html_source[last_gt + 1:].replace("<", "&lt;")
-    builder = _HtmlTreeBuilder()
-    try:
-        builder.feed(html_source)
-        builder.close()
-    except Exception:  # HTMLParser still trips on some garbage; keep whatever tree was built
-        pass
-    try:
-        w = _HtmlWriter()
-        _html_render_children(builder.root.children, w)
-        lines = w.finish().lines
-    except RecursionError:
-        lines = _html_flat_text(builder.root).split("\n")
-    out = []
-    for line in lines:
-        line = line.replace("\xa0", " ").rstrip()
-        if line or (out and out[-1]):
-            out.append(line)
-    while out and not out[-1]:
-        out.pop()
-    return "\n".join(out)
+        return Rendered("", None, 0)
+    if deadline is not None and time.monotonic() > deadline:
+        return Rendered("", "deadline", 0)
+    limit = sys.maxsize if max_chars is None else max(0, int(max_chars)) + _HTML_MARGIN
+    return _HtmlRenderer(html_source, limit, deadline).run()
+
+
+def html_to_text(html_source, max_chars=None, deadline=None) -> str:
+    """Convert email HTML to the plain text a person would read (quotes as "> ", links as "text <url>")."""
+    return render_html(html_source, max_chars, deadline).text
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Steps of the tools that read more than one route: each declares the routes it may GET

@@ -6,7 +6,9 @@
 Every figure is taken by driving ``python missive_mcp.py`` as an MCP client would (newline-delimited JSON-RPC on
 stdin/stdout, a reader thread collecting answers by id so concurrent calls can be in flight at once), and is
 printed next to a FLOOR measured in the same run (mostly: a bare low-level ``mcp`` server with one tool, generated
-into a temporary directory and started the same way) and next to its target with a pass/fail mark.
+into a temporary directory and started the same way) and next to its target with a pass/fail mark. The exception
+is the pair of "hostile bodies" figures: the HTML renderer measured in-process on the generated hostile corpus of
+tests/fixtures/hostile_bodies.py (``hostile_corpus()``), against the newsletter repeated to the same size.
 
 Not collected by pytest (the name does not start with ``test_``) and nothing runs at import.
 """
@@ -331,6 +333,12 @@ class ParagraphTexts(html.parser.HTMLParser):
         parser.feed(document)
         parser.close()
         return parser.article or parser.other
+
+
+def hostile_corpus():
+    """(shapes, ordinary) from tests/fixtures/hostile_bodies.py: generators of hostile and ordinary bodies by size."""
+    from fixtures.hostile_bodies import SHAPES, ordinary  # tests/ is on sys.path (see main)
+    return SHAPES, ordinary
 
 
 def machine() -> dict:
@@ -791,6 +799,54 @@ class Bench:
         self.add("memory_growth_mb", "memory growth (peak RSS)", growth, "MB", floor, 10, growth <= 10 and not failed,
                  target_text="<= 10 MB (10^6 B)", notes=notes, runs=runs)
 
+    # ---- hostile bodies (in-process) -------------------------------------------------------------------------
+
+    def hostile(self) -> None:
+        import tracemalloc
+
+        sys.path.insert(0, str(REPO))  # this checkout's module, measured in-process
+        import missive_mcp
+        shapes, ordinary = hostile_corpus()
+        size, runs = (1_000_000, 1) if self.quick else (2_000_000, 3)
+
+        def seconds_per_mb(source: str) -> float:
+            best = math.inf
+            for _ in range(runs):
+                started = time.perf_counter()
+                missive_mcp.html_to_text(source)
+                best = min(best, time.perf_counter() - started)
+            return best / (len(source) / 1e6)
+
+        base = seconds_per_mb(ordinary(size))
+        per_mb = {name: seconds_per_mb(shape(size)) for name, shape in shapes.items()}
+        ranked = sorted(per_mb, key=per_mb.get, reverse=True)
+        worst = per_mb[ranked[0]] / base
+        self.add("hostile_time_ratio", "hostile body time per MB", worst, "x", 1.0, 3, worst <= 3,
+                 target_text="<= 3 x the newsletter's per MB", value_text=f"{worst:.1f} x ({ranked[0]})",
+                 floor_text=f"{base * 1000:.0f} ms/MB (newsletter)",
+                 notes=[f"html_to_text in-process on {len(shapes)} hostile shapes of {size / 1e6:.0f} MB "
+                        f"(tests/fixtures/hostile_bodies.py), best of {runs}, vs newsletter.html repeated to the same "
+                        f"size: " + ", ".join(f"{name} {per_mb[name] / base:.1f}" for name in ranked)],
+                 per_mb_s={"newsletter": base, **per_mb})
+        # tracemalloc slows conversion several times: the quick run measures the three slowest shapes only.
+        measured = ["newsletter"] + (ranked[:3] if self.quick else ranked)
+        peaks = {}
+        for name in measured:
+            source = ordinary(5_000_000) if name == "newsletter" else shapes[name](5_000_000)
+            tracemalloc.start()
+            try:
+                missive_mcp.html_to_text(source)
+                peaks[name] = tracemalloc.get_traced_memory()[1] / 1e6
+            finally:
+                tracemalloc.stop()
+        top = max(peaks, key=peaks.get)
+        self.add("hostile_memory_mb", "peak memory converting 5 MB", peaks[top], "MB", peaks["newsletter"], 50,
+                 peaks[top] <= 50, target_text="<= 50 MB (10^6 B), tracemalloc",
+                 value_text=f"{peaks[top]:.1f} MB ({top})", floor_text=f"{peaks['newsletter']:.1f} MB (newsletter)",
+                 notes=["tracemalloc peak while html_to_text converts a 5 MB body (the source itself excluded): "
+                        + ", ".join(f"{name} {peak:.1f}" for name, peak in sorted(peaks.items(), key=lambda i: -i[1]))],
+                 peaks_mb=peaks)
+
     # ---- run -------------------------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -802,6 +858,7 @@ class Bench:
         self.guarded("thread_read_pct", "read a 12-message thread", self.thread_read)
         self.guarded("message_text_pct", "get_message text vs html", self.message_read)
         self.guarded("memory_growth_mb", "memory growth", self.memory)
+        self.guarded("hostile_time_ratio", "hostile bodies", self.hostile)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_read_conversation_cuts_a_long_body_and_says_how_to_read_it(fake, run):
     assert not result.is_error, text(result)
     entry = next(entry for entry in data["timeline"] if entry["id"] == message)
     assert len(entry["text"]) < 12000
-    assert "more characters cut at 10,000 characters; missive_get_message reads it whole]" in entry["text"]
+    assert "cut at 10,000 characters; missive_get_message reads it whole]" in entry["text"]
 
 
 def test_read_conversation_with_a_subset_reads_only_those_kinds(fake, run):
