@@ -844,12 +844,12 @@ def test_inbox_holds_fifty_realistic_conversations(fake, client):
 
 def test_command_line():
     script = Path(__file__).with_name("fake_missive.py")
-    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--token", "T"],
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        url = proc.stderr.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
-        assert requests.get(url + "/organizations", headers={"Authorization": "Bearer T"}, timeout=5).ok
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with subprocess.Popen([sys.executable, str(script), "--port", "0", "--token", "T"],
+                          stderr=subprocess.PIPE, text=True) as proc:  # closes the stderr pipe on the way out
+        try:
+            url = proc.stderr.readline().strip()
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+            assert requests.get(url + "/organizations", headers={"Authorization": "Bearer T"}, timeout=5).ok
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

@@ -248,6 +248,7 @@ def test_http_loopback_never_sends_the_token_through_an_environment_proxy(fake, 
     finally:
         made.close()
         proxy.shutdown()
+        proxy.server_close()  # shutdown() only stops the loop; the listening socket stays open until closed
     assert not result.is_error, result.content[0].text
     assert _RecordingProxy.seen == []
     assert len(fake.received("GET", "/users")) == 1

@@ -205,6 +205,10 @@ class ScriptedServer:
 
     def close(self):
         self._stop.set()
+        try:  # close() alone leaves the accept thread blocked forever (Linux); shutdown() wakes it
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._sock.close()
 
 
@@ -806,9 +810,11 @@ class StdioServer:
         self.lines: list[bytes] = []
         self.stderr = bytearray()
         self._cond = threading.Condition()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=lambda: [self.stderr.extend(chunk) for chunk in iter(
-            lambda: self.proc.stderr.read1(65536), b"")], daemon=True).start()
+        self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=lambda: [self.stderr.extend(chunk) for chunk in iter(
+                             lambda: self.proc.stderr.read1(65536), b"")], daemon=True)]
+        for reader in self._readers:
+            reader.start()
 
     def _read_stdout(self):
         for line in self.proc.stdout:
@@ -855,18 +861,26 @@ class StdioServer:
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def close(self) -> int | None:
-        if self.proc.poll() is None:
+        status = self.proc.poll()
+        if status is None:
             try:
                 self.proc.stdin.close()
             except OSError:
                 pass
             try:
-                self.proc.wait(5)  # a server that is not stuck exits promptly at end of input
+                status = self.proc.wait(5)  # a server that is not stuck exits promptly at end of input
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-                return None
-        return self.proc.returncode
+        # Release every pipe: stdin (if the server exited on its own), and stdout/stderr once the readers saw EOF.
+        for reader in self._readers:
+            reader.join(5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        return status
 
 
 @pytest.fixture
