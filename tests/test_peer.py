@@ -88,7 +88,10 @@ def test_five_dripping_calls_cannot_starve_the_next_one_past_a_deadline(fake, cl
 
     async def scenario():
         drips = [asyncio.ensure_future(m.call_tool(cfg, made, "missive_list_users", {})) for _ in range(5)]
-        await asyncio.sleep(0.3)  # every slot is held by a drip now
+        give_up = time.monotonic() + SLACK
+        while made.budget.in_flight < 5:  # every slot is held by a drip now
+            assert time.monotonic() < give_up, "the five drips did not all take a slot"
+            await asyncio.sleep(0.01)
         started = time.monotonic()
         dripped = await asyncio.gather(*drips)
         after = await m.call_tool(cfg, made, "missive_list_organizations", {})
