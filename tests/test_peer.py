@@ -67,6 +67,7 @@ DRIPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", DRIPS)
 def test_dripping_or_stalling_peer_cannot_outlive_the_deadline(fake, client, kind):
     """test_header_drip_cannot_outlive_the_deadline and its siblings for chunk sizes, bodies and stalls."""
@@ -82,6 +83,7 @@ def test_dripping_or_stalling_peer_cannot_outlive_the_deadline(fake, client, kin
     assert made.budget.in_flight == 0
 
 
+@pytest.mark.slow
 def test_five_dripping_calls_cannot_starve_the_next_one_past_a_deadline(fake, client):
     fake.inject("header_drip", times=5, path_prefix="/users", interval=0.05, seconds=30)
     cfg, made = client
@@ -150,7 +152,8 @@ def test_lost_answer_to_a_write_is_outcome_unknown_and_never_repeated(fake, clie
     assert len(fake.applied_writes("POST", "/posts")) == 1  # applied once, never sent again
 
 
-@pytest.mark.parametrize("kind, options", [("late", {"seconds": 30}), ("big_after_write", {})])
+@pytest.mark.parametrize("kind, options", [pytest.param("late", {"seconds": 30}, marks=pytest.mark.slow),
+                                           ("big_after_write", {})])
 def test_late_or_oversized_answer_to_a_post_is_outcome_unknown(fake, client, kind, options):
     fake.inject(kind, method="POST", path_prefix="/posts", **options)
     result, message, elapsed = timed(client, "missive_create_post", post_args(fake, f"late {kind}"))
@@ -269,6 +272,7 @@ def test_https_keeps_the_companys_proxy_and_ca_settings(monkeypatch):
     assert settings["verify"] == "/etc/corp-ca.pem"
 
 
+@pytest.mark.slow
 def test_debug_log_level_never_writes_argument_values(fake):
     """MISSIVE_LOG_LEVEL=debug must not make the SDK or urllib3 log request lines or message contents."""
     needle = "needle-9137@secret.example"
@@ -316,6 +320,7 @@ SOAK_FAULTS = (
 )
 
 
+@pytest.mark.slow
 def test_soak_with_hostile_peer_faults_loses_nothing_and_duplicates_nothing():
     """300 calls, 20 % of them meeting a hostile fault: 0 internal errors, 0 duplicate writes, every call
     answered within its deadline plus the margin, and the budget back at zero."""

@@ -265,6 +265,7 @@ def scripted():
 # 1. The shared budget
 # ---------------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_burst_of_200_concurrent_mixed_calls_stays_inside_missives_limits(fakes, clients):
     windows = ((30, 0.5), (100, 2.0))  # two sliding windows, both binding during the burst
     fake = fakes(windows=windows, latency=0.02)
@@ -331,6 +332,7 @@ def test_a_call_waits_for_room_in_the_window_then_goes_through(fakes, clients):
     assert fake.count_429 == 0
 
 
+@pytest.mark.slow
 def test_waiting_calls_hold_no_worker_and_the_loop_keeps_answering(fakes, clients):
     windows = ((100, 1.0),)
     fake = fakes(windows=windows, latency=0.01)
@@ -370,6 +372,7 @@ def test_waiting_calls_hold_no_worker_and_the_loop_keeps_answering(fakes, client
 # ---------------------------------------------------------------------------------------------------------------------
 
 # An HTTP-date has whole seconds: "now + 2 s" truncated means a wait of 1 to 2 s.
+@pytest.mark.slow
 @pytest.mark.parametrize("opts, most", [({"retry_after": 1}, 3.0), ({"retry_after": 2, "retry_after_date": True}, 3.5)],
                          ids=["seconds", "http-date"])
 def test_get_429_retry_after_is_honoured(fake, clients, opts, most):
@@ -381,6 +384,7 @@ def test_get_429_retry_after_is_honoured(fake, clients, opts, most):
     assert statuses(fake, "GET", "/users") == [429, 200]
 
 
+@pytest.mark.slow
 def test_429_with_only_x_ratelimit_reset_is_honoured(scripted, clients):
     def limited(conn, stop):
         answer(429, b'{"error":"Too many requests"}',
@@ -394,6 +398,7 @@ def test_429_with_only_x_ratelimit_reset_is_honoured(scripted, clients):
     assert server.count == 2
 
 
+@pytest.mark.slow
 def test_a_429_pauses_the_whole_budget(fakes, clients):
     windows = ((50, 1.0),)
     fake = fakes(windows=windows, latency=0.02)
@@ -558,6 +563,7 @@ def test_get_500_is_not_retried(fake, clients):
 
 
 
+@pytest.mark.slow
 def test_get_hanging_past_the_read_timeout_is_retried_within_the_deadline(fake, clients):
     # The read timeout also bounds the retry's normal answer: 1 s, so a loaded machine cannot time that out too.
     fake.inject("hang", seconds=30, method="GET", path_prefix="/users")
@@ -573,6 +579,7 @@ def test_get_hanging_past_the_read_timeout_is_retried_within_the_deadline(fake, 
 # 4. Timeouts and the per-call deadline
 # ---------------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_deadline_cuts_a_hang_shorter_than_the_read_timeout(fake, clients):
     fake.inject("hang", seconds=30, method="GET", path_prefix="/users")
     cfg, client = clients(fake.url, read_timeout=30.0, deadline=1.0)
@@ -583,6 +590,7 @@ def test_deadline_cuts_a_hang_shorter_than_the_read_timeout(fake, clients):
     assert len(fake.received("GET", "/users")) == 1  # no retry starts past the deadline
 
 
+@pytest.mark.slow
 def test_deadline_error_names_the_deadline_not_the_read_timeout(fake, clients):
     # The call gave up after 1 s because of MISSIVE_DEADLINE; saying "no response within 30 s" (the read
     # timeout, never reached) with a network hint points the user at the wrong setting.
@@ -593,6 +601,7 @@ def test_deadline_error_names_the_deadline_not_the_read_timeout(fake, clients):
     assert "MISSIVE_DEADLINE" in text(result), text(result)
 
 
+@pytest.mark.slow
 def test_deadline_covers_a_body_that_arrives_too_slowly(scripted, clients):
     # Each byte comes well within the read timeout, but the whole body would take ~30 s.
     server = scripted(slow_drip(b'{"users":[]}' + b" " * 188, every=0.15))
@@ -753,6 +762,7 @@ def test_cancelled_call_stops_at_once_gets_no_result_and_frees_its_slot(fakes, c
     assert fake.received(path="/organizations")[0].status == 200
 
 
+@pytest.mark.slow
 def test_cancelled_call_waiting_for_the_budget_never_reaches_missive(fakes, clients, wire):
     windows = ((2, 2.0),)
     fake = fakes(windows=windows, latency=0.01)
@@ -910,6 +920,7 @@ def call_params(name, arguments) -> dict:
     return {"name": name, "arguments": arguments}
 
 
+@pytest.mark.slow
 def test_stdio_survives_garbage_and_answers_every_request_exactly_once(stdio):
     server = stdio()
     server.initialize()
@@ -956,6 +967,7 @@ def test_stdio_survives_garbage_and_answers_every_request_exactly_once(stdio):
     assert server.close() == 0
 
 
+@pytest.mark.slow
 def test_stdio_huge_array_argument_does_not_stall_the_server(stdio):
     server = stdio()
     server.initialize()
@@ -979,6 +991,7 @@ def test_stdio_huge_array_argument_does_not_stall_the_server(stdio):
 # 8. Soak: 500 calls, ~15 % injected faults
 # ---------------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_soak_500_calls_with_injected_faults(fakes, clients):
     windows = ((200, 1.0),)
     fake = fakes(windows=windows, latency=0.005, seed=20240725)
