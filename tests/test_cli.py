@@ -29,6 +29,7 @@ def cli(*args, **env):
 
 # ---- --help, --version --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_help_documents_every_mode():
     result = cli("--help")
     assert result.returncode == 0
@@ -40,6 +41,7 @@ def test_help_documents_every_mode():
         assert client in unwrapped, client
 
 
+@pytest.mark.slow
 def test_version():
     result = cli("--version")
     assert result.returncode == 0
@@ -48,6 +50,7 @@ def test_version():
 
 # ---- --write-schemas ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_write_schemas_writes_every_tool_and_removes_only_its_own_stale_snapshots(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
@@ -75,6 +78,7 @@ def _server_entry(client, config):
     return config["servers"]["missive"] if client == "vscode" else config["mcpServers"]["missive"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("client", ["claude-desktop", "claude-code", "cursor", "vscode"])
 def test_print_config(client):
     result = cli("--print-config", client, MISSIVE_API_TOKEN=TOKEN)
@@ -91,6 +95,7 @@ def test_print_config(client):
 
 # ---- --list-tools -------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("read_only", ["0", "1"])
 def test_list_tools(read_only):
     result = cli("--list-tools", MISSIVE_READ_ONLY=read_only)
@@ -137,6 +142,7 @@ BAD_SETTINGS = {  # one mistake per variable a person can make; each must read a
 BAD_CASES = [(name, value) for name, values in BAD_SETTINGS.items() for value in values]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [("--list-tools",), ("--check",)], ids=["list-tools", "check"])
 @pytest.mark.parametrize("name, value", BAD_CASES)
 def test_bad_configuration_exits_2_with_one_clear_message(args, name, value):
@@ -155,6 +161,7 @@ def test_every_configuration_problem_is_reported_at_once():
         ["MISSIVE_API_URL", "MISSIVE_READ_ONLY", "MISSIVE_DEADLINE"]
 
 
+@pytest.mark.slow
 def test_unknown_tools_entry_suggests_the_closest_names():
     result = cli("--list-tools", MISSIVE_TOOLS="contacts, missive_send_email, conversatons, Missive_List_User")
     assert result.returncode == 2
@@ -392,6 +399,7 @@ def test_check_without_token(api):
     assert len(api.calls) == 0
 
 
+@pytest.mark.slow
 def test_check_network_error(api):
     api.add("GET", API + "/users", body=requests.exceptions.ConnectionError("Connection refused"))
     status, report = check_report(make_config(deadline=10.0), api)
@@ -416,6 +424,7 @@ def test_check_404_points_at_the_base_url(api):
     assert "MISSIVE_API_URL" in report and "/v1" in report
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 def test_check_asks_for_the_token_at_a_terminal_without_echo():
     """No shell-specific prompt (zsh has no `read -s`): --check asks itself when the token is unset."""

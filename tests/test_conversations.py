@@ -113,6 +113,7 @@ def test_read_conversation_drops_only_quoted_history_whose_source_it_shows(run):
     assert "> Thanks Julien" not in plain and "Warehouse & fulfilment" in plain
 
 
+@pytest.mark.slow
 def test_read_conversation_never_cuts_silently_and_next_page_reads_the_rest(run):
     seen, pages, args = [], 0, {"max_chars": 4000}
     while True:

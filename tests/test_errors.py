@@ -189,11 +189,11 @@ def test_429_with_retry_after(api, clients, verb):
 
 def test_429_retry_after_beyond_deadline_fails_fast(api, clients):
     """With retries enabled, a Retry-After longer than the call's deadline is reported at once, not slept on."""
-    config, client = clients(make_config(deadline=3.0), max_attempts=3)
+    config, client = clients(make_config(deadline=30.0), max_attempts=3)
     register(api, "GET", status=429, json={"error": "slow down"}, headers={"Retry-After": "120"})
     started = time.monotonic()
     message, hint = api_error(run_tool("GET", config, client), 429)
-    assert time.monotonic() - started < 2.0  # neither the 120 s nor the 3 s deadline was slept through
+    assert time.monotonic() - started < 5.0  # neither the 120 s nor the 30 s deadline was slept through
     assert message == "slow down"
     assert re.search(r"\b120 seconds\b", hint), hint
     assert len(api.calls) == 1

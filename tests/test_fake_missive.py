@@ -226,6 +226,7 @@ def test_sub_list_and_offset_paging(fake, client):
 
 # ---- rate limits ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sliding_window_429():
     with FakeMissive(windows=((5, 1.0),)) as f:
         statuses = [requests.get(f.url + "/users", headers=AUTH, timeout=5) for _ in range(7)]
@@ -404,6 +405,7 @@ def normal_body(fake, path="/organizations") -> bytes:
     return requests.get(fake.url + path, headers=AUTH, timeout=10).content
 
 
+@pytest.mark.slow
 def test_header_drip_never_finishes_the_head(fake):
     fake.inject("header_drip", interval=0.1, seconds=1.0)
     data, took = raw_exchange(fake)
@@ -414,6 +416,7 @@ def test_header_drip_never_finishes_the_head(fake):
     assert took >= 1.0 and fake.requests[-1].status == 200
 
 
+@pytest.mark.slow
 def test_chunk_drip_never_finishes_the_size_line(fake):
     fake.inject("chunk_drip", interval=0.1, seconds=1.0)
     data, took = raw_exchange(fake)
@@ -424,6 +427,7 @@ def test_chunk_drip_never_finishes_the_size_line(fake):
     assert took >= 1.0
 
 
+@pytest.mark.slow
 def test_body_drip_sends_the_real_body_byte_by_byte(fake):
     expected = normal_body(fake)
     fake.inject("body_drip", interval=0.1, seconds=1.0)
@@ -844,12 +848,12 @@ def test_inbox_holds_fifty_realistic_conversations(fake, client):
 
 def test_command_line():
     script = Path(__file__).with_name("fake_missive.py")
-    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--token", "T"],
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        url = proc.stderr.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
-        assert requests.get(url + "/organizations", headers={"Authorization": "Bearer T"}, timeout=5).ok
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with subprocess.Popen([sys.executable, str(script), "--port", "0", "--token", "T"],
+                          stderr=subprocess.PIPE, text=True) as proc:  # closes the stderr pipe on the way out
+        try:
+            url = proc.stderr.readline().strip()
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+            assert requests.get(url + "/organizations", headers={"Authorization": "Bearer T"}, timeout=5).ok
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

@@ -322,6 +322,7 @@ def _pump(stream, sink):
     sink.put(None)
 
 
+@pytest.mark.slow
 def test_stdio_subprocess_end_to_end():
     fake = FakeMissive()
     threading.Thread(target=fake.serve_forever, daemon=True).start()

@@ -67,6 +67,7 @@ DRIPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", DRIPS)
 def test_dripping_or_stalling_peer_cannot_outlive_the_deadline(fake, client, kind):
     """test_header_drip_cannot_outlive_the_deadline and its siblings for chunk sizes, bodies and stalls."""
@@ -82,13 +83,17 @@ def test_dripping_or_stalling_peer_cannot_outlive_the_deadline(fake, client, kin
     assert made.budget.in_flight == 0
 
 
+@pytest.mark.slow
 def test_five_dripping_calls_cannot_starve_the_next_one_past_a_deadline(fake, client):
     fake.inject("header_drip", times=5, path_prefix="/users", interval=0.05, seconds=30)
     cfg, made = client
 
     async def scenario():
         drips = [asyncio.ensure_future(m.call_tool(cfg, made, "missive_list_users", {})) for _ in range(5)]
-        await asyncio.sleep(0.3)  # every slot is held by a drip now
+        give_up = time.monotonic() + SLACK
+        while made.budget.in_flight < 5:  # every slot is held by a drip now
+            assert time.monotonic() < give_up, "the five drips did not all take a slot"
+            await asyncio.sleep(0.01)
         started = time.monotonic()
         dripped = await asyncio.gather(*drips)
         after = await m.call_tool(cfg, made, "missive_list_organizations", {})
@@ -147,7 +152,8 @@ def test_lost_answer_to_a_write_is_outcome_unknown_and_never_repeated(fake, clie
     assert len(fake.applied_writes("POST", "/posts")) == 1  # applied once, never sent again
 
 
-@pytest.mark.parametrize("kind, options", [("late", {"seconds": 30}), ("big_after_write", {})])
+@pytest.mark.parametrize("kind, options", [pytest.param("late", {"seconds": 30}, marks=pytest.mark.slow),
+                                           ("big_after_write", {})])
 def test_late_or_oversized_answer_to_a_post_is_outcome_unknown(fake, client, kind, options):
     fake.inject(kind, method="POST", path_prefix="/posts", **options)
     result, message, elapsed = timed(client, "missive_create_post", post_args(fake, f"late {kind}"))
@@ -248,6 +254,7 @@ def test_http_loopback_never_sends_the_token_through_an_environment_proxy(fake, 
     finally:
         made.close()
         proxy.shutdown()
+        proxy.server_close()  # shutdown() only stops the loop; the listening socket stays open until closed
     assert not result.is_error, result.content[0].text
     assert _RecordingProxy.seen == []
     assert len(fake.received("GET", "/users")) == 1
@@ -265,6 +272,7 @@ def test_https_keeps_the_companys_proxy_and_ca_settings(monkeypatch):
     assert settings["verify"] == "/etc/corp-ca.pem"
 
 
+@pytest.mark.slow
 def test_debug_log_level_never_writes_argument_values(fake):
     """MISSIVE_LOG_LEVEL=debug must not make the SDK or urllib3 log request lines or message contents."""
     needle = "needle-9137@secret.example"
@@ -312,6 +320,7 @@ SOAK_FAULTS = (
 )
 
 
+@pytest.mark.slow
 def test_soak_with_hostile_peer_faults_loses_nothing_and_duplicates_nothing():
     """300 calls, 20 % of them meeting a hostile fault: 0 internal errors, 0 duplicate writes, every call
     answered within its deadline plus the margin, and the budget back at zero."""
@@ -374,7 +383,13 @@ def test_soak_with_hostile_peer_faults_loses_nothing_and_duplicates_nothing():
             if len(applied) > 1:
                 problems.append(f"DUPLICATE {args['text']}")
             if not result.is_error and len(applied) != 1:
-                problems.append(f"{args['text']}: success but applied {len(applied)} times")
+                # The one success that applies nothing: "garbage" is a 200 HTML page that is not the route's
+                # answer, and a write answered 2xx with a non-JSON body is an ok result that says so (the decision
+                # recorded in test_reliability's soak). Every other success must have been applied exactly once.
+                statuses = [r.status for r in fake.received("POST", "/posts")
+                            if r.body and r.body.get("posts", {}).get("text") == args["text"]]
+                if applied or "non-JSON body" not in message or statuses[-1:] != [200]:
+                    problems.append(f"{args['text']}: success but applied {len(applied)} times")
             if result.is_error and applied and "outcome is unknown" not in message and "may or may not" not in message:
                 problems.append(f"{args['text']}: applied, but the error did not say so: {message[:160]}")
     assert problems == []
