@@ -600,6 +600,13 @@ def _new_session(config: Config):
             _attach(sock)
             return sock
 
+        def _tunnel(self):
+            """Read a proxy's CONNECT answer; a torn-down exchange stops here, before TLS starts on a dead socket."""
+            super()._tunnel()
+            exchange = getattr(_LOCAL, "exchange", None)
+            if exchange is not None and exchange.aborted:
+                raise ConnectionAbortedError("the exchange was torn down at its deadline")
+
         def connect(self):
             """Connect (TCP and TLS are each bounded in total by the connect timeout), then register the socket."""
             super().connect()
