@@ -2193,9 +2193,11 @@ class _HtmlRenderer:
             if self.size + self.cur_len > self.limit:
                 stopped = "limit"
                 break
-            if not ticks & _HTML_TICK and self.deadline is not None and time.monotonic() > self.deadline:
-                stopped = "deadline"
-                break
+            if not ticks & _HTML_TICK:
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    stopped = "deadline"
+                    break
+                time.sleep(0)  # hand the interpreter to the event loop now and then: it answers while we convert
             if markup is None or markup.start() < pos:
                 markup = _HTML_MARKUP.search(src, pos)
             at = markup.start() if markup else n
@@ -3743,6 +3745,8 @@ def defuse_line(line: str) -> str:
 
 async def serve(config: Config) -> None:
     """Serve MCP on stdin/stdout until the client goes away."""
+    # Worker threads shape big answers in pure Python; a shorter switch interval keeps the loop's answers prompt.
+    sys.setswitchinterval(0.001)
     client = MissiveClient(config)
     server = create_server(config, client)
     try:

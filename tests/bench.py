@@ -847,6 +847,42 @@ class Bench:
                         + ", ".join(f"{name} {peak:.1f}" for name, peak in sorted(peaks.items(), key=lambda i: -i[1]))],
                  peaks_mb=peaks)
 
+    def help_while_converting(self) -> None:
+        """missive_help's latency over stdio while the same server converts a 4.5 MB hostile body."""
+        shapes, _ordinary = hostile_corpus()
+        fake = self.new_fake(latency=0.0, enforce_limits=False)
+        message = fake.add_message(shapes["table_cells"](4_500_000))
+        with self.server("module", fake) as proc:
+            proc.call_tool("missive_help", {"topic": "version"})  # warm: validators and the session are loaded
+            time.sleep(BACKGROUND_LOAD)
+            reading = proc.new_request("tools/call", {"name": "missive_get_message", "arguments": {
+                "message_ids": [message], "max_body_chars": 10_000_000}})
+            started = time.perf_counter()
+            proc.send(reading)
+            deadline = time.monotonic() + WAIT
+            while not any(r.status == 200 for r in fake.received("GET", f"/messages/{message}")):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the body was never served")
+                time.sleep(0.005)
+            latencies = []
+            while True:
+                seconds, _ = proc.call_tool("missive_help", {"topic": "version"})
+                with proc._cond:
+                    done = reading["id"] in proc._answers
+                if done:
+                    break
+                latencies.append(seconds * 1000)
+            converted_s = proc.wait(reading["id"])[0] - started
+        if not latencies:
+            raise RuntimeError("the conversion ended before the first missive_help answer")
+        p90 = percentile(latencies, 0.9)
+        self.add("help_while_converting_ms", "missive_help while a 4.5 MB body converts", p90, "ms",
+                 median(latencies), 50, p90 <= 50, target_text="<= 50 ms (90th percentile)",
+                 value_text=f"{p90:.1f} ms p90", floor_text=f"{median(latencies):.1f} ms median",
+                 notes=[f"{len(latencies)} sequential missive_help calls over stdio while missive_get_message "
+                        f"converted a {4.5:.1f} MB table_cells body (the slowest hostile shape per MB) in "
+                        f"{converted_s:.2f} s; max {max(latencies):.1f} ms"])
+
     # ---- run -------------------------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -859,6 +895,7 @@ class Bench:
         self.guarded("message_text_pct", "get_message text vs html", self.message_read)
         self.guarded("memory_growth_mb", "memory growth", self.memory)
         self.guarded("hostile_time_ratio", "hostile bodies", self.hostile)
+        self.guarded("help_while_converting_ms", "missive_help while converting", self.help_while_converting)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -685,7 +685,7 @@ def test_deadline_in_the_past_stops_at_once():
 
 def test_deadline_is_checked_while_converting(monkeypatch):
     clock = iter(range(1_000_000))  # each reading of the clock is one second later
-    monkeypatch.setattr(missive_mcp, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    monkeypatch.setattr(missive_mcp, "time", types.SimpleNamespace(monotonic=lambda: next(clock), sleep=lambda seconds: None))
     source = SHAPES["empty_tags"](1_000_000)  # produces no text, so only the deadline can stop it early
     result = render_html(source, deadline=3)
     assert result.stopped == "deadline"

@@ -288,6 +288,41 @@ def test_slow_call_does_not_block_other_requests(harness, api, mode):
     assert first.is_error is False and json.loads(result_text(first))["users"][0]["id"] == "u1"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_tools_list_and_help_answer_while_a_huge_hostile_body_converts(harness, api, mode, monkeypatch):
+    """Answer-sized work runs off the event loop: while a 4.5 MB hostile body converts, tools/list and
+    missive_help are answered, and the conversion is still running when they are (an order, not a clock)."""
+    from fixtures.hostile_bodies import SHAPES
+
+    body = SHAPES["table_cells"](4_500_000)
+    api.add("GET", API + "/messages/m1", json={"messages": {"id": "m1", "body": body}})
+    converting, real = threading.Event(), m.render_html
+
+    def render(*args, **kwargs):
+        converting.set()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(m, "render_html", render)
+    h = harness(deadline=120.0)
+
+    async def scenario():
+        async with h.connect(mode) as client:
+            reading = asyncio.ensure_future(client.call_tool(
+                "missive_get_message", {"message_ids": ["m1"], "max_body_chars": 10_000_000}))
+            assert await asyncio.to_thread(converting.wait, WAIT), "the conversion never started"
+            listing = await asyncio.wait_for(client.list_tools(cache_mode="bypass"), WAIT)
+            helped = await asyncio.wait_for(client.call_tool("missive_help", {"topic": "version"}), WAIT)
+            still_converting = not reading.done()
+            read = await asyncio.wait_for(reading, 100)
+            return listing, helped, still_converting, read
+
+    listing, helped, still_converting, read = run(scenario, timeout=110)
+    assert len(listing.tools) == 37 and helped.is_error is False
+    assert still_converting, "the body converted before tools/list and missive_help were answered"
+    assert read.is_error is False and len(result_text(read)) > 100_000
+
+
 # ---- a real subprocess over stdio ---------------------------------------------------------------------------------
 
 class FakeMissive(http.server.ThreadingHTTPServer):
