@@ -176,15 +176,18 @@ def test_unknown_tools_entry_suggests_the_closest_names():
 def test_tools_names_groups_and_presets_ignore_case():
     config = m.Config.from_env({"MISSIVE_TOOLS": "Missive_List_Users, CONTACTS, Triage"})
     assert "missive_list_users" in config.tools and "missive_update_contacts" in config.tools
-    assert set(m.TOOL_PRESETS["triage"]) <= config.tools
+    assert m.tool_selection_choices()["triage"] <= config.tools
 
 
 def test_presets_are_small_enough_for_cursor_and_name_real_tools():
     groups = {tool.group for tool in m.TOOLS.values()}
-    for preset, names in m.TOOL_PRESETS.items():
+    choices = m.tool_selection_choices()
+    for preset in m.TOOL_PRESETS:
+        names = choices[preset]
         assert preset not in groups and preset not in m.TOOLS
-        assert set(names) <= set(m.TOOLS), preset
-        assert len(set(names)) + 1 <= 30, preset  # leaves room under Cursor's 40 for other servers
+        assert names and names <= set(m.TOOLS), preset
+        assert len(names) + 1 <= 30, preset  # leaves room under Cursor's 40 for other servers
+    assert len(choices["triage"]) == 17  # the README says so
     read = m.Config.from_env({"MISSIVE_TOOLS": "read"})
     assert all(m.TOOLS[name].annotations["readOnlyHint"] for name in read.tools)
 
