@@ -524,7 +524,24 @@ class Tool:
         """What schemas/<name>.json holds: everything a reviewer needs to see about this tool."""
         return {"name": self.name, "title": self.title, "description": self.description,
                 "annotations": self.annotations, "inputSchema": self.schema, "method": self.method,
-                "path": self.path}
+                "path": self.path, "request": self.request()}
+
+    def request(self) -> dict:
+        """How arguments become what is sent: path, query or body (with its envelope), and every rule and step."""
+        if self.route is None:
+            return {"sends": "nothing: answered locally"}
+        sent = [name for name in self.params if name not in self.path_params and name not in self.local]
+        out = {"path": {name: f"{self.ids_from}[].id of each item, comma-joined" if name == "ids" and self.ids_from
+                        else f"the {name} argument" + (", comma-joined" if self.params[name].get("type") == "array"
+                                                       else "") for name in self.path_params}}
+        if self.method == "GET":
+            out["query"] = sent
+        else:
+            out["body"] = {self.envelope: sent} if self.envelope else sent
+        out["local_only"] = list(self.local)
+        out["rules"] = [rule.says for rule in self.rules]
+        out["steps"] = [f"{step.says} (reads {', '.join(step.reads)})" for step in self.steps]
+        return {key: value for key, value in out.items() if value}
 
 
 def _obj(properties: dict, required: Iterable = (), **more) -> dict:
@@ -894,7 +911,7 @@ def tool_rows() -> list[Tool]:
                      "conversation_subject": STR, "add_users": _d(IDS, "Give access"), "add_to_inbox": BOOL},
              required=["title"],
              rules=(fill("team", "TEAM", needed=False),
-                    fill("organization", "ORGANIZATION", inject=False,
+                    fill("organization", "ORGANIZATION", inject=False, when="with team, assignees or add_users",
                          needed=lambda args: ["team"] * ("team" in args)
                          + _nonempty(args, "assignees", "add_users")),
                     need_one("needs conversation or non-empty references",
@@ -987,6 +1004,7 @@ def fill(name: str, key: str, *, needed=True, inject: bool = True, items: str | 
                 problems.append(f"{loc}: is required{why} (pass it or set MISSIVE_DEFAULT_{key})")
         return problems
     where = f"{items}[].{name}" if items else name
+    assert when or not callable(needed), "a rule that depends on other arguments says on which"
     need = {True: "required; ", False: ""}.get(needed, f"required {when}; ")
     source = f"MISSIVE_DEFAULT_{key}" + ("" if inject else " only then")
     return Rule(f"{where}: {need}when absent{' (and ' + ' / '.join(unless) + ' is absent)' if unless else ''}, "
@@ -1146,15 +1164,16 @@ class Call:
         return reply.data
 
 
-def reads(*routes: str, answers: bool = False):
-    """Mark a step with the routes it may GET (Call.get refuses any other) and whether it answers the call."""
+def reads(*routes: str, says: str, answers: bool = False):
+    """Mark a step with the routes it may GET (Call.get refuses any other), its line in the snapshot, and whether
+    it answers the call itself."""
     def mark(step):
-        step.reads, step.answers = routes, answers
+        step.reads, step.says, step.answers = routes, says, answers
         return step
     return mark
 
 
-@reads("GET /users")
+@reads("GET /users", says="looks up the token's own user once per session, to mark its state as mine")
 async def learn_me(call: Call) -> None:
     """Step: learn the token's own user once per session, so a view can mark its own state ("mine"). Without it
     the view still shows every user's state, so a failure here costs nothing but that mark."""
@@ -1190,7 +1209,9 @@ async def _look_up_me(call: Call) -> None:
 _RE_PREFIX = re.compile(r"((re|aw|sv|vs|antw|odp|rif|res|r)[ \t]{0,3}(\[\d{1,4}\])?[ \t]{0,3}:[ \t]{0,3})+", re.I)
 
 
-@reads("GET /messages/{message_ids}", "GET /users")
+@reads("GET /messages/{message_ids}", "GET /users",
+       says="with reply_to_message: conversation, subject, to_fields, cc_fields (reply_all) and references are "
+            "taken from that message unless given, never the token user's own addresses; the result lists them")
 async def reply_context(call: Call) -> None:
     """Step: fill a reply's conversation, subject, recipients and Message-ID references from the message it
     answers, unless given; the result states what was chosen."""
@@ -1279,7 +1300,9 @@ TIMELINE_PAGES = 4  # list pages of 10 read per kind and call, at most: the bodi
 
 
 @reads("GET /conversations/{conversation_id}", *(route for route, _key, _field in TIMELINE_KINDS.values()),
-       "GET /messages/{message_ids}", answers=True)
+       "GET /messages/{message_ids}", answers=True,
+       says="answers the call itself: the conversation, up to 4 pages of 10 of each kind, and one batch read of "
+            "the bodies")
 async def read_conversation(call: Call) -> str:
     """Run: a conversation as one timeline of its messages, comments and posts in time order, newest that fit.
 

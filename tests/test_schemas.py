@@ -331,3 +331,52 @@ def test_write_schemas_output_is_stable(tmp_path):
         loaded = json.loads(data)
         assert loaded["name"] + ".json" == path.name
     assert sorted(os.listdir(first)) == sorted(n + ".json" for n in SPEC)
+
+
+# ---- the request section: what each tool sends, reviewed in the same diff --------------------------------------------
+
+# tool-surface.md §1.8, by hand: which MISSIVE_DEFAULT_* values a tool may put into what it sends.
+DEFAULTS_SENT = {
+    "missive_list_contacts": {"CONTACT_BOOK"}, "missive_list_contact_groups": {"CONTACT_BOOK"},
+    "missive_create_contacts": {"CONTACT_BOOK"},
+    **{name: {"ORGANIZATION"} for name in ("missive_list_conversations", "missive_list_shared_labels",
+                                            "missive_list_teams", "missive_list_users", "missive_list_responses",
+                                            "missive_list_tasks", "missive_create_shared_labels", "missive_create_teams",
+                                            "missive_create_responses")},
+    "missive_create_draft": {"ORGANIZATION", "TEAM", "FROM_ADDRESS", "FROM_NAME"},
+    "missive_create_post": {"ORGANIZATION", "TEAM"}, "missive_create_message": {"ORGANIZATION", "TEAM", "ACCOUNT"},
+    "missive_update_conversations": {"ORGANIZATION", "TEAM"}, "missive_create_task": {"ORGANIZATION", "TEAM"},
+}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_snapshot_names_every_default_a_tool_may_send(name):
+    rules = " ".join(m.TOOLS[name].snapshot()["request"].get("rules", []))
+    named = set(re.findall(r"MISSIVE_DEFAULT_([A-Z_]+)", rules))
+    assert named == DEFAULTS_SENT.get(name, set()), name
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_snapshot_request_shows_where_every_argument_goes(name):
+    tool, request = m.TOOLS[name], m.TOOLS[name].snapshot()["request"]
+    if tool.route is None:
+        assert request == {"sends": "nothing: answered locally"}
+        return
+    body = request.get("body", [])
+    sent = request.get("query", []) + (next(iter(body.values())) if isinstance(body, dict) else body)
+    placed = set(sent) | set(request.get("local_only", [])) | set(request.get("path", {}))
+    assert placed == set(tool.params) - ({"ids"} if tool.ids_from else set()) | set(request.get("path", {})), name
+    for rule in tool.rules:
+        assert rule.says.strip() and rule.says in request["rules"]
+    for step in tool.steps:
+        assert step.says.strip() and all(route in step.says or route in " ".join(request["steps"])
+                                         for route in step.reads)
+
+
+def test_snapshot_shows_the_refused_keys_and_renamed_ones():
+    draft = m.TOOLS["missive_create_draft"].snapshot()["request"]["rules"]
+    assert any(line.startswith("refused: send, send_at, auto_followup") and "never sends" in line for line in draft)
+    merge = m.TOOLS["missive_merge_conversations"].snapshot()["request"]["rules"]
+    assert "target_conversation_id is sent as target" in merge
+    conversations = m.TOOLS["missive_list_conversations"].snapshot()["request"]["rules"]
+    assert any(line.endswith(": sent only when true") and "inbox" in line for line in conversations)
