@@ -1,28 +1,37 @@
 #!/usr/bin/env python3
 """missive-mcp: a single-file MCP server that gives an AI assistant safe, reviewable access to Missive.
 
-Missive (https://missiveapp.com) is a shared team inbox. This module exposes 36 MCP tools over stdio:
-conversations, messages, drafts, posts, contacts, shared labels, teams, users, organizations, canned
-responses and tasks, plus ``missive_help``.
+Missive (https://missiveapp.com) is a shared team inbox. This module exposes 37 MCP tools over stdio:
+conversations (one reads a whole thread in a call), messages, drafts, posts, contacts, shared labels, teams,
+users, organizations, canned responses and tasks, plus ``missive_help``.
 
 Safety posture
-    * It can never send a message: drafts are saved for a person to review and send in Missive, and the
-      draft keys that would send (``send``, ``send_at``, ``auto_followup``, WhatsApp templates) are refused.
-    * It can never delete anything: only GET, POST and PATCH ever leave the process, through one function
+    * It can never send a message: drafts wait for a person to review and send them in Missive; the draft keys
+      that would send (``send``, ``send_at``, ``auto_followup``, WhatsApp templates) are refused by name.
+    * It can never delete anything: only GET, POST and PATCH leave the process, through one function
       (``MissiveClient._send``); every other verb raises before a socket opens.
-    * Every argument is checked against a strict JSON Schema (unknown keys refused at every depth) and
-      per-tool rules before any request; ids placed in URL paths must match ``[A-Za-z0-9_-]{1,128}``.
+    * Every argument meets a strict JSON Schema (unknown keys refused at every depth) and the row's rules before
+      any request; ids placed in URL paths must match ``[A-Za-z0-9_-]{1,128}``, those from answers too.
     * The token comes from ``MISSIVE_API_TOKEN``, is attached in one place and never logged or echoed.
-    * Everything the model can do is listed in the TOOLS table below and snapshotted in ``schemas/``.
+    * Three adversaries are assumed: the model (every argument), the sender of any email (every field reaches
+      the model only as a person would see it) and the network peer (every call ends by its deadline).
+    * Everything the model can do is a row of the tool table, snapshotted with what it sends in ``schemas/``.
+
+Audit map (top to bottom; "core" is what a security review reads, the rest is text and pure helpers)
+    core      Constants, Errors (every hint), Configuration
+    core      The tool table: every route literally as "METHOD /path/{param}"; rules and steps beside it
+    core      One tool call in the order it runs: validate, build the request, send, shape the result
+    core      The HTTP chokepoint (the only place a status becomes an error), the rate budget, MCP wiring
+    text      Help text: the instructions and the missive_help topics
+    core      Command line: serve, --check, --list-tools, --write-schemas, --print-config
+    helpers   Appendix: pure functions, standard library only, linear and bounded: views, quoted history,
+              timelines, the remote-content scan, the HTML renderer
 
 Quick start
     pip install mcp requests jsonschema
-    MISSIVE_API_TOKEN=missive_pat-... python missive_mcp.py          # serve MCP on stdio
-    python missive_mcp.py --check                                    # verify the token, print ids
-    python missive_mcp.py --help                                     # every command-line mode
-
-Sections, in order: configuration, errors, the HTTP chokepoint, validation, result shaping, readable
-message bodies, the tool table, the MCP handlers, help text, command line.
+    python missive_mcp.py --check          # asks for the token, verifies it, prints your ids
+    python missive_mcp.py --print-config claude-desktop
+    python missive_mcp.py                  # serve MCP on stdio (an MCP client starts it)
 """
 
 from __future__ import annotations
@@ -101,7 +110,7 @@ MAX_PROBLEMS = 50           # validation problems reported per call
 MAX_ARGUMENT_VALUES = 20_000  # no tool takes more; bounds the time validation can hold the event loop
 MAX_JSON_DEPTH = 64         # no schema nests deeper than 8; deeper input is refused before any parsing work
 HELP_TOPICS = ("index", "overview", "architecture", "tools", "usage", "authentication", "safety", "conventions",
-               "extending", "troubleshooting", "version")
+               "extending", "troubleshooting", "audit", "version")
 
 # name -> (default, what it does); read once at start-up by Config.from_env
 ENV_VARS = {
@@ -475,6 +484,7 @@ class Tool:
     local: tuple = ()       # arguments used here to shape the result, never sent
     bodies: str | None = None  # result key whose items carry HTML email bodies to shape
     view: Callable | None = None  # the compact view of a result (data, token user's id); view: "full" skips it
+    presets: tuple = ()     # MISSIVE_TOOLS presets that include this tool (besides "read", which is derived)
 
     @property
     def reads(self) -> tuple:
@@ -493,18 +503,22 @@ class Tool:
 
     @property
     def method(self) -> str | None:
+        """The HTTP method of the route (None for a tool answered locally)."""
         return self.route.split()[0] if self.route else None
 
     @property
     def path(self) -> str | None:
+        """The path template of the route, e.g. /conversations/{conversation_id}."""
         return self.route.split()[1] if self.route else None
 
     @property
     def path_params(self) -> list[str]:
+        """The names in the path template, in order."""
         return re.findall(r"{(\w+)}", self.path or "")
 
     @property
     def group(self) -> str:
+        """The MISSIVE_TOOLS group: the first path segment (contact sub-resources fold into contacts)."""
         if not self.path:
             return "help"
         first = self.path.split("/")[1]
@@ -512,10 +526,12 @@ class Tool:
 
     @property
     def schema(self) -> dict:
+        """The input JSON Schema: the properties, closed to unknown keys."""
         return _obj(self.params, self.required)
 
     @property
     def annotations(self) -> dict:
+        """The MCP annotations: the title and the four hints of the row's profile."""
         hints = dict(zip(("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"),
                          PROFILES[self.profile]))
         return {"title": self.title, **hints}
@@ -654,22 +670,6 @@ NEVER_SENDS = "this server never sends: drafts are saved for a person to review 
 VIEW = _d(_enum("compact", "full"), "compact (default): the triage view; full: Missive's objects")
 
 
-def _route_sub_lists():
-    """The four rows that list a conversation's messages, comments, drafts and posts."""
-    rows = []
-    for suffix, field, view, note in (
-            ("messages", "delivered_at", compact_messages, " Excludes drafts; no bodies (use missive_get_message)."),
-            ("comments", "created_at", None, ""), ("drafts", "delivered_at", compact_drafts, ""),
-            ("posts", "created_at", None, "")):
-        rows.append(Tool(name=f"missive_list_conversation_{suffix}", title=f"List a conversation's {suffix}",
-                         profile="READ", route=f"GET /conversations/{{conversation_id}}/{suffix}",
-                         description=f"A conversation's {suffix}, newest first; page with until.{note}",
-                         params={"conversation_id": ID, **SUB_PAGE, **({"view": VIEW} if view else {})},
-                         required=["conversation_id"], paging=("cursor", suffix, 10, field),
-                         bodies="drafts" if suffix == "drafts" else None, local=("view",) if view else (), view=view))
-    return rows
-
-
 def tool_rows() -> list[Tool]:
     """Every row, in the order tools/list shows them; called once at the end of the module, when every rule, step
     and view a row names exists."""
@@ -698,22 +698,24 @@ def tool_rows() -> list[Tool]:
              rules=(fill("contact_book", "CONTACT_BOOK", items="contacts"),)),
         Tool(name="missive_update_contacts", title="Update contacts", profile="DESTRUCTIVE-IDEM",
              route="PATCH /contacts/{ids}",
-             description="Change contacts; only given fields change. WARNING: infos and memberships REPLACE the whole array "
-                         "(omitted entries are deleted): read, merge, then write.",
-             params={"contacts": _arr(_obj({"id": ID, "contact_book": ID, **CONTACT}, ["id"]), minItems=1, maxItems=50)},
+             description="Change contacts; only given fields change. WARNING: infos and memberships REPLACE the whole "
+                         "array (omitted entries are deleted): read, merge, then write.",
+             params={"contacts": _arr(_obj({"id": ID, "contact_book": ID, **CONTACT}, ["id"]),
+                                      minItems=1, maxItems=50)},
              required=["contacts"], rules=(unique_ids("contacts"),), ids_from="contacts"),
         Tool(name="missive_list_contact_books", title="List contact books", profile="READ", route="GET /contact_books",
              description="Contact books you can see (the source of contact_book ids).",
              params=dict(PAGE), paging=("offset", "contact_books", 50, None)),
-        Tool(name="missive_list_contact_groups", title="List contact groups", profile="READ", route="GET /contact_groups",
+        Tool(name="missive_list_contact_groups", title="List contact groups", profile="READ",
+             route="GET /contact_groups",
              description="Groups (labels for unrelated contacts) or organizations (companies) of a contact book.",
              params={"contact_book": _d(ID, "Required unless MISSIVE_DEFAULT_CONTACT_BOOK is set"),
                      "kind": _enum("group", "organization"), **PAGE}, required=["kind"],
              rules=(fill("contact_book", "CONTACT_BOOK"),), paging=("offset", "contact_groups", 50, None)),
         # --- conversations --------------------------------------------------------------------------------------------
         Tool(name="missive_list_conversations", title="List conversations", profile="READ", route="GET /conversations",
-             description="Conversations of one or more mailboxes, newest activity first. Needs a mailbox: a true boolean or an "
-                         "id filter. Guest-only conversations come back as {id, last_activity_at}.",
+             description="Conversations of one or more mailboxes, newest activity first. Needs a mailbox: a true "
+                         "boolean or an id filter. Guest-only conversations come back as {id, last_activity_at}.",
              params={**{name: BOOL for name in MAILBOXES},
                      "shared_label": ID, "team_inbox": ID, "team_closed": ID, "team_all": ID,
                      "organization": _d(ID, "No effect with shared_label/team_*"),
@@ -727,64 +729,92 @@ def tool_rows() -> list[Tool]:
                              or any(n in args for n in MAILBOX_IDS)),
                     at_most_one("email", "domain", "contact_organization"), only_when_true(*MAILBOXES)),
              paging=("cursor", "conversations", 25, "last_activity_at"), local=("view",), view=compact_conversations,
-             steps=(learn_me,)),
+             steps=(learn_me,), presets=("triage",)),
         Tool(name="missive_get_conversation", title="Get a conversation", profile="READ",
              route="GET /conversations/{conversation_id}",
              description="One conversation. A merged-away id returns the surviving conversation (another id).",
-             params={"conversation_id": ID}, required=["conversation_id"]),
+             params={"conversation_id": ID}, required=["conversation_id"], presets=("triage",)),
         Tool(name="missive_read_conversation", title="Read a whole conversation", profile="READ",
              route="GET /conversations/{conversation_id}",
-             description="A conversation in one call: its header, then messages (bodies as text, quoted history that repeats an "
-                         "earlier entry dropped), comments and posts as one timeline in time order. What does not fit max_chars "
-                         "is named and next_page reads it.",
+             description="A conversation in one call: its header, then messages (bodies as text, quoted history that "
+                         "repeats an earlier entry dropped), comments and posts as one timeline in time order. What "
+                         "does not fit max_chars is named and next_page reads it.",
              params={"conversation_id": ID,
                      "include": _d(_arr(_enum("messages", "comments", "posts"), minItems=1, uniqueItems=True),
                                    "Default all three"),
-                     "max_chars": _d({"type": "integer", "minimum": 2000, "maximum": 200000}, "Size of the result (default "
+                     "max_chars": _d({"type": "integer", "minimum": 2000, "maximum": 200000},
+                                     "Size of the result (default "
                                                                                               "30000)"),
                      "until": _d(TS, "Only entries at or before this time (next_page sets it)")},
-             required=["conversation_id"], local=("include", "max_chars", "until"), steps=(read_conversation,)),
+             required=["conversation_id"], local=("include", "max_chars", "until"), steps=(read_conversation,),
+             presets=("triage",)),
         Tool(name="missive_update_conversations", title="Update conversations", profile="UPDATE",
              route="PATCH /conversations/{ids}",
-             description="Change conversation state without posting or sending: close, reopen, inbox, team, assign, label, "
-                         "rename, recolor. One item per id. No archive action (close is nearest; add_to_inbox un-archives).",
+             description="Change conversation state without posting or sending: close, reopen, inbox, team, assign, "
+                         "label, rename, recolor. One item per id. No archive action (close is nearest; add_to_inbox "
+                         "un-archives).",
              params={"ids": BATCH_IDS,
                      "conversations": _arr(_obj({"id": ID, "subject": _d(STR, "Rename"),
                                                  "color": _d(STR, "HEX or good|warning|danger"),
                                                  "conversation_color": STR, "reopen": BOOL, **CONV_OPS}, ["id"]),
                                            minItems=1, maxItems=50)}, required=["ids", "conversations"],
-             rules=(unique_ids("conversations", match="ids"), *conversation_ops(inject=False, items="conversations"))),
+             rules=(unique_ids("conversations", match="ids"), *conversation_ops(inject=False, items="conversations")),
+             presets=("triage",)),
         Tool(name="missive_merge_conversations", title="Merge two conversations", profile="DESTRUCTIVE",
              route="POST /conversations/{source_conversation_id}/merge",
-             description="Merge source into target: its messages, comments and entries move. Cannot be undone here. Missive may "
-                         "keep either id: use the returned one.",
+             description="Merge source into target: its messages, comments and entries move. Cannot be undone here. "
+                         "Missive may keep either id: use the returned one.",
              params={"source_conversation_id": ID, "target_conversation_id": ID, "subject": _d(STR, "New subject")},
              required=["source_conversation_id", "target_conversation_id"],
              rules=(need_one("must differ from source_conversation_id",
                              lambda args: args.get("source_conversation_id") != args.get("target_conversation_id"),
                              loc="target_conversation_id"), rename("target_conversation_id", "target"))),
-        *_route_sub_lists(),
+        Tool(name="missive_list_conversation_messages", title="List a conversation's messages", profile="READ",
+             route="GET /conversations/{conversation_id}/messages",
+             description="A conversation's messages, newest first; page with until. Excludes drafts; no bodies (use "
+                         "missive_get_message).",
+             params={"conversation_id": ID, **SUB_PAGE, "view": VIEW}, required=["conversation_id"],
+             paging=("cursor", "messages", 10, "delivered_at"), local=("view",), view=compact_messages,
+             presets=("triage",)),
+        Tool(name="missive_list_conversation_comments", title="List a conversation's comments", profile="READ",
+             route="GET /conversations/{conversation_id}/comments",
+             description="A conversation's comments, newest first; page with until.",
+             params={"conversation_id": ID, **SUB_PAGE}, required=["conversation_id"],
+             paging=("cursor", "comments", 10, "created_at"), presets=("triage",)),
+        Tool(name="missive_list_conversation_drafts", title="List a conversation's drafts", profile="READ",
+             route="GET /conversations/{conversation_id}/drafts",
+             description="A conversation's drafts, newest first; page with until.",
+             params={"conversation_id": ID, **SUB_PAGE, "view": VIEW}, required=["conversation_id"],
+             paging=("cursor", "drafts", 10, "delivered_at"), bodies="drafts", local=("view",), view=compact_drafts,
+             presets=("triage",)),
+        Tool(name="missive_list_conversation_posts", title="List a conversation's posts", profile="READ",
+             route="GET /conversations/{conversation_id}/posts",
+             description="A conversation's posts, newest first; page with until.",
+             params={"conversation_id": ID, **SUB_PAGE}, required=["conversation_id"],
+             paging=("cursor", "posts", 10, "created_at"), presets=("triage",)),
         # --- messages, drafts, posts ----------------------------------------------------------------------------------
         Tool(name="missive_get_message", title="Get messages", profile="READ", route="GET /messages/{message_ids}",
-             description="Full messages (headers, body, attachments, conversation) by id; one id gives an object, several a list. "
-                         "Bodies come as readable text unless body_format is html.",
+             description="Full messages (headers, body, attachments, conversation) by id; one id gives an object, "
+                         "several a list. Bodies come as readable text unless body_format is html.",
              params={"message_ids": BATCH_IDS,
                      "body_format": _d(_enum("text", "html"), "text (default): HTML turned into plain text"),
                      "max_body_chars": _d({"type": "integer", "minimum": 1}, "Cut each body after this many characters "
                                                                              "(default 20000)"),
-                     "quoted_history": _d(_enum("keep", "drop"), "drop: leave out the quoted earlier messages of text bodies")},
+                     "quoted_history": _d(_enum("keep", "drop"),
+                                          "drop: leave out the quoted earlier messages of text bodies")},
              required=["message_ids"], local=("body_format", "max_body_chars", "quoted_history"), bodies="messages",
              rules=(need_one("applies to text bodies only", lambda args: args.get("quoted_history") != "drop"
-                             or args.get("body_format", "text") == "text", loc="quoted_history"),)),
+                             or args.get("body_format", "text") == "text", loc="quoted_history"),),
+                             presets=("triage",)),
         Tool(name="missive_list_messages", title="Find messages by Message-ID", profile="READ", route="GET /messages",
              description="Messages whose email Message-ID header matches (usually one, up to the latest 10).",
              params={"email_message_id": _d({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NOT_BLANK},
                                             "e.g. <abc@mail.example.com>")}, required=["email_message_id"],
-             bodies="messages"),
+             bodies="messages", presets=("triage",)),
         Tool(name="missive_create_message", title="Create a custom-channel message", profile="CREATE",
              route="POST /messages",
-             description="Record an INCOMING message in a custom channel; never transmits anything (to email someone a person "
-                         "sends a draft in Missive).",
+             description="Record an INCOMING message in a custom channel; never transmits anything (to email someone "
+                         "a person sends a draft in Missive).",
              params={"account": _d(ID, "Custom-channel account; required unless MISSIVE_DEFAULT_ACCOUNT is set"),
                      "from_field": PARTY, "to_fields": _arr(PARTY), "cc_fields": _arr(PARTY), "bcc_fields": _arr(PARTY),
                      "subject": STR, "body": STR, "delivered_at": _d(TS, "Default now"),
@@ -793,8 +823,8 @@ def tool_rows() -> list[Tool]:
              rules=(fill("account", "ACCOUNT"), *conversation_ops(inject=True),
                     no_remote_content(html_fields=("body",))), envelope="messages"),
         Tool(name="missive_create_draft", title="Create a draft (never sends)", profile="CREATE", route="POST /drafts",
-             description="Save a draft for a person to review and send in Missive; this server never sends. New conversation, or "
-                         "appended via conversation or references.",
+             description="Save a draft for a person to review and send in Missive; this server never sends. New "
+                         "conversation, or appended via conversation or references.",
              params={"subject": STR, "body": _d(STR, "HTML or text"),
                      "to_fields": _d(_arr(RCPT), "SMS/WhatsApp: one {phone_number}"),
                      "cc_fields": _arr(ADDR), "bcc_fields": _arr(ADDR),
@@ -810,11 +840,11 @@ def tool_rows() -> list[Tool]:
                              or "reply_to_message" in args, loc="reply_all"),
                     refuse(NEVER_SENDS, "send", "send_at", "auto_followup", "external_response_id",
                            "external_response_variables")), envelope="drafts", local=("reply_to_message", "reply_all"),
-             steps=(reply_context,)),
+             steps=(reply_context,), presets=("triage",)),
         Tool(name="missive_create_post", title="Create a post", profile="DESTRUCTIVE", route="POST /posts",
-             description="Add a PERMANENT post, visible to everyone with access, that may notify people and cannot be undone here. "
-                         "A post REOPENS a closed conversation unless reopen is false. No conversation and no matching references "
-                         "creates a new conversation. Needs text, markdown or attachments.",
+             description="Add a PERMANENT post, visible to everyone with access, that may notify people and cannot be "
+                         "undone here. A post REOPENS a closed conversation unless reopen is false. No conversation "
+                         "and no matching references creates a new conversation. Needs text, markdown or attachments.",
              params={"text": {"type": "string", "maxLength": 8000}, "markdown": {"type": "string", "maxLength": 8000},
                      "attachments": _arr(POST_ATTACHMENT, maxItems=25),
                      "notification": _obj({"title": STR, "body": STR}, ["title", "body"]),
@@ -826,12 +856,13 @@ def tool_rows() -> list[Tool]:
                     *conversation_ops(inject=True),
                     no_remote_content(url_fields=("username_icon", "conversation_icon"), markdown_fields=("markdown",)),
                     no_remote_content(url_fields=("image_url", "author_icon", "footer_icon"),
-                                      markdown_fields=("markdown",), items="attachments")), envelope="posts"),
+                                      markdown_fields=("markdown",), items="attachments")), envelope="posts",
+                                      presets=("triage",)),
         # --- shared labels --------------------------------------------------------------------------------------------
         Tool(name="missive_list_shared_labels", title="List shared labels", profile="READ", route="GET /shared_labels",
              description="Shared labels (organization-wide, folder-like).",
              params={**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
-             paging=("offset", "shared_labels", 50, None)),
+             paging=("offset", "shared_labels", 50, None), presets=("triage",)),
         Tool(name="missive_create_shared_labels", title="Create shared labels", profile="CREATE",
              route="POST /shared_labels",
              description="Create shared labels.",
@@ -840,14 +871,15 @@ def tool_rows() -> list[Tool]:
              rules=(fill("organization", "ORGANIZATION", items="shared_labels"),)),
         Tool(name="missive_update_shared_labels", title="Update shared labels", profile="UPDATE",
              route="PATCH /shared_labels/{ids}",
-             description="Change shared labels; only given fields change. Sharing/visibility changes need an admin or owner.",
+             description="Change shared labels; only given fields change. Sharing/visibility changes need an admin or "
+                         "owner.",
              params={"shared_labels": _arr(_obj({"id": ID, **LABEL}, ["id"]), minItems=1, maxItems=50)},
              required=["shared_labels"], rules=(unique_ids("shared_labels"),), ids_from="shared_labels"),
         # --- teams, users, organizations ------------------------------------------------------------------------------
         Tool(name="missive_list_teams", title="List teams", profile="READ", route="GET /teams",
              description="Teams (members, observers, behaviours).",
              params={**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
-             paging=("offset", "teams", 50, None)),
+             paging=("offset", "teams", 50, None), presets=("triage",)),
         Tool(name="missive_create_teams", title="Create teams", profile="CREATE", route="POST /teams",
              description="Create teams; needs an organization admin or owner.",
              params={"teams": _arr(_obj({**TEAM, "organization": ID}, ["name"]),
@@ -860,7 +892,7 @@ def tool_rows() -> list[Tool]:
         Tool(name="missive_list_users", title="List users", profile="READ", route="GET /users",
              description="Users; me: true marks the token's owner.",
              params={**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
-             paging=("offset", "users", 50, None)),
+             paging=("offset", "users", 50, None), presets=("triage",)),
         Tool(name="missive_list_organizations", title="List organizations", profile="READ", route="GET /organizations",
              description="Organizations the token's user belongs to.",
              params=dict(PAGE), paging=("offset", "organizations", 50, None)),
@@ -868,12 +900,13 @@ def tool_rows() -> list[Tool]:
         Tool(name="missive_list_responses", title="List canned responses", profile="READ", route="GET /responses",
              description="Canned responses.",
              params={**ORG_FILTER, **PAGE}, rules=(fill("organization", "ORGANIZATION", needed=False),),
-             paging=("offset", "responses", 50, None)),
+             paging=("offset", "responses", 50, None), presets=("triage",)),
         Tool(name="missive_get_response", title="Get a canned response", profile="READ",
              route="GET /responses/{response_id}",
              description="One canned response.",
-             params={"response_id": ID}, required=["response_id"]),
-        Tool(name="missive_create_responses", title="Create canned responses", profile="CREATE", route="POST /responses",
+             params={"response_id": ID}, required=["response_id"], presets=("triage",)),
+        Tool(name="missive_create_responses", title="Create canned responses", profile="CREATE",
+             route="POST /responses",
              description="Create canned responses, each shared (organization) or personal (user), never both.",
              params={"responses": _arr(_obj({**RESPONSE,
                                              "organization": _d(ID, "Shared response"),
@@ -883,17 +916,20 @@ def tool_rows() -> list[Tool]:
                     external_pair, no_remote_content(html_fields=("body",), items="responses"))),
         Tool(name="missive_update_responses", title="Update canned responses", profile="DESTRUCTIVE-IDEM",
              route="PATCH /responses/{ids}",
-             description="Change canned responses; only given fields change. attachments REPLACES the whole set. Responses synced "
-                         "from outside (e.g. WhatsApp templates) cannot be updated.",
+             description="Change canned responses; only given fields change. attachments REPLACES the whole set. "
+                         "Responses synced from outside (e.g. WhatsApp templates) cannot be updated.",
              params={"responses": _arr(_obj({"id": ID, **RESPONSE}, ["id"]), minItems=1, maxItems=50)},
              required=["responses"],
-             rules=(unique_ids("responses"), external_pair, no_remote_content(html_fields=("body",), items="responses")),
+             rules=(unique_ids("responses"), external_pair,
+                    no_remote_content(html_fields=("body",), items="responses")),
              ids_from="responses"),
         # --- tasks ----------------------------------------------------------------------------------------------------
         Tool(name="missive_list_tasks", title="List tasks", profile="READ", route="GET /tasks",
              description="Tasks by last activity, newest first; page with until (no offset).",
-             params={**ORG_FILTER, "state": TASK_STATE, "type": _d(_enum("task", "conversation", "all"), "API default all"),
-                     "team": ID, "assignee": _d(ID, "User id"), "conversation": _d(ID, "Parent conversation: its subtasks"),
+             params={**ORG_FILTER, "state": TASK_STATE,
+                     "type": _d(_enum("task", "conversation", "all"), "API default all"),
+                     "team": ID, "assignee": _d(ID, "User id"),
+                     "conversation": _d(ID, "Parent conversation: its subtasks"),
                      "due_at_gteq": TS, "due_at_lteq": TS, "limit": {"type": "integer", "minimum": 2, "maximum": 50},
                      "until": TS}, rules=(fill("organization", "ORGANIZATION", needed=False),),
              paging=("cursor", "tasks", 25, "last_activity_at")),
@@ -901,8 +937,8 @@ def tool_rows() -> list[Tool]:
              description="One task with assignees and team expanded.",
              params={"task_id": ID}, required=["task_id"]),
         Tool(name="missive_create_task", title="Create a task", profile="CREATE", route="POST /tasks",
-             description="Create a standalone task, a tasked conversation or a subtask (shown in Tasks, not the Inbox). A "
-                         "standalone task needs a team or assignees.",
+             description="Create a standalone task, a tasked conversation or a subtask (shown in Tasks, not the "
+                         "Inbox). A standalone task needs a team or assignees.",
              params={"title": TITLE, "description": DESCRIPTION, "state": _d(TASK_STATE, "API default todo"),
                      "organization": _d(ID, "Required with team, assignees or add_users"),
                      "team": ID, "assignees": IDS, "due_at": TS,
@@ -925,19 +961,14 @@ def tool_rows() -> list[Tool]:
              required=["task_id"], envelope="tasks"),
         # --- help -----------------------------------------------------------------------------------------------------
         Tool(name="missive_help", title="Missive MCP help", profile="HELP", route=None,
-             description="This server's documentation and installed version (no network): overview, tools, usage, safety, "
-                         "troubleshooting and more.",
+             description="This server's documentation and installed version (no network): overview, tools, usage, "
+                         "safety, troubleshooting and more.",
              params={"topic": {"type": "string", "enum": list(HELP_TOPICS), "default": "index"}}),
     ]
 # MISSIVE_TOOLS presets, for clients that take few tools (Cursor uses only the first 40 across all servers).
 TOOL_PRESETS = {
     "read": lambda tool: bool(tool.route) and tool.annotations["readOnlyHint"],
-    "triage": lambda tool: tool.name in (
-        "missive_list_conversations", "missive_get_conversation", "missive_read_conversation",
-        "missive_list_conversation_messages", "missive_list_conversation_comments", "missive_list_conversation_drafts",
-        "missive_list_conversation_posts", "missive_get_message", "missive_list_messages", "missive_list_users",
-        "missive_list_teams", "missive_list_shared_labels", "missive_list_responses", "missive_get_response",
-        "missive_update_conversations", "missive_create_draft", "missive_create_post"),
+    "triage": lambda tool: "triage" in tool.presets,
 }
 
 
@@ -1059,7 +1090,8 @@ def unique_ids(list_name: str, *, match: str | None = None) -> Rule:
             problems.append(f"{list_name}: has {len(items)} items but {match} has {len(listed)}; "
                             f"give exactly one item per id")
         return problems
-    return Rule(f"{list_name}[].id: each appears once" + (f", and they are exactly the ids in {match}" if match else ""),
+    exact = f", and they are exactly the ids in {match}" if match else ""
+    return Rule(f"{list_name}[].id: each appears once{exact}",
                 check=check)
 
 
@@ -2323,7 +2355,7 @@ def create_server(config: Config, client: MissiveClient | None = None) -> Server
 
 def _warm_up(client: MissiveClient) -> None:
     def load():
-        validator_for(TOOLS["missive_help"])
+        validator_for(next(iter(TOOLS.values())))  # compiles every tool's validator
         client.session  # imports requests and builds the session
     threading.Thread(target=load, daemon=True).start()
 
@@ -2332,6 +2364,7 @@ class _Server(Server):
     """The SDK's low-level Server, announcing tools.listChanged on every handshake-era connection."""
 
     def create_initialization_options(self, notification_options=None, *args, **kwargs):
+        """The SDK's options, with tools.listChanged announced."""
         return super().create_initialization_options(
             notification_options or NotificationOptions(tools_changed=True), *args, **kwargs)
 
@@ -2446,21 +2479,24 @@ def _env_table() -> str:
 HELP = {
     "overview": """# What this server does
 It lets an assistant read and organize a Missive team inbox: list and read conversations, messages, comments, drafts
-and posts (a whole conversation in one call with missive_read_conversation); find messages by Message-ID; update conversation state (close, reopen, assign, label, move to a team);
+and posts (a whole conversation in one call with missive_read_conversation); find messages by Message-ID; update
+conversation state (close, reopen, assign, label, move to a team);
 merge conversations; leave posts; save drafts; manage contacts, shared labels, teams, canned responses and tasks.
 
 It cannot: send anything (drafts are saved for a person to send), schedule sends, delete anything, register
 webhooks, run analytics reports, archive/snooze/mark read (Missive's API has no such actions), or search beyond the
 filters the list tools offer.""",
     "architecture": """# Architecture
-One module, `missive_mcp.py`, in this order: configuration (environment, read once) → errors (one root,
-`MissiveError`) → the HTTP chokepoint (`MissiveClient`: method allowlist, base URL, auth, timeouts, rate budget,
-retries) → validation (JSON Schema, then per-tool rules) → result shaping → readable message bodies (HTML to
-text) → the tool table (`TOOL_ROWS`) → the two MCP handlers → help text → command line.
+One module, `missive_mcp.py`, in the order an auditor reads it: constants → errors (one root, `MissiveError`;
+every hint) → configuration (environment, read once) → the tool table (`tool_rows()`, with the rules and steps
+beside it) → one tool call as it runs (`call_tool`: validate, build the request, send, shape) → the HTTP
+chokepoint (`MissiveClient`) → the rate budget → MCP wiring → help text → command line → an appendix of pure
+helpers (views, quoted history, timelines, the remote-content scan, the HTML renderer).
 
 A call flows: tools/call → unknown name? protocol error → schema + rules (env defaults filled) → token present? →
-`build_request` (ids percent-encoded, query/body from schema keys only) → `MissiveClient.request` (budget,
-retries) → `shape_reply` (compact JSON, empty values dropped, next_page) → one text result.""",
+steps (declared reads, e.g. a reply's message) → `build_request` (ids percent-encoded, query/body from schema keys
+only) → `MissiveClient.request` (budget, retries, deadline) → `shape_reply` in a worker thread (compact JSON, views,
+bodies as text, next_page) → one text result.""",
     "safety": f"""# Safety
 - Only GET, POST and PATCH leave the process, through `MissiveClient._send`; any other verb raises before a socket
   opens. There is no delete tool and no code path to a DELETE.
@@ -2498,11 +2534,28 @@ retries) → `shape_reply` (compact JSON, empty values dropped, next_page) → o
 - Errors: `Invalid arguments for <tool>:` then one `<location>: <problem>` per line (no request was made), or
   `Missive API error <status>: <message>` with a `Hint:` line.""",
     "extending": """# Adding a tool
-1. Add one `Tool(...)` row to `TOOL_ROWS`: name, title, annotation profile, "METHOD /path/{id}", description,
-   properties (every object through `_obj`, which refuses unknown keys), required, rules, envelope, paging.
+1. Add one `Tool(...)` row to `tool_rows()`: name, title, profile, route "METHOD /path/{id}", description, params
+   (every object through `_obj`, which refuses unknown keys), required, rules, steps, envelope, paging.
 2. Run `python missive_mcp.py --write-schemas` and review the new `schemas/<name>.json` in the diff.
 3. Add its row to the request table in `tests/test_tools.py` (the tests fail until every tool has one).
 4. Never add a DELETE or a sending key: tests scan the table and the chokepoint for both.""",
+    "audit": """# Auditing this server (about 30 minutes)
+1. Map (5 min): the module docstring's audit map; `missive-mcp --list-tools` (every tool, route and hint); and
+   schemas/<tool>.json, which show what each tool accepts and, under "request", what it sends: path, query or
+   body, local-only arguments, and one line per rule (every MISSIVE_DEFAULT_* it may inject, refused keys) and step.
+2. Core (15 min), top to bottom: errors and hints; configuration; the tool table (every route literally, so
+   `grep -n '"POST /' missive_mcp.py` lists every write); the rules and steps (a step may GET only the routes it
+   declares); `call_tool` in the order it runs; `MissiveClient._send`, the only `session.request`, with the method
+   allowlist, path checks, `allow_redirects=False` and timeouts; the deadline teardown; the rate budget.
+3. Tests named after attacks (5 min): tests/test_security.py (path injection, sending keys, verbs, token, netrc,
+   redirects, silent fetches), tests/test_peer.py (drips, broken framing, lost write answers, escaped token
+   echoes, forged hints, proxies, logs), tests/test_html_text.py (hidden text, invisible characters, lying links,
+   hostile bodies), tests/test_conversations.py (quoted-history hiding, hostile reply fields).
+4. Not a security boundary (5 min): annotations (hints for clients); the appendix's text shaping (hidden-text
+   detection covers the common techniques, not every CSS a mail client renders); the compact views (view full
+   shows Missive's objects); Missive's own permissions (the token acts as its user); a person's review of each
+   draft, recipients and BCC included; MISSIVE_ALLOW_REMOTE_CONTENT=1, which reopens the silent-fetch channel; and
+   prompt injection in text a person can see, which this server cannot remove.""",
     "troubleshooting": """# Troubleshooting
 - "MISSIVE_API_TOKEN is not set": add it to the env block of the MCP client's configuration, then restart it.
 - 401: the token is mistyped, revoked, or the organization's plan has no API access. 403: the user lacks the right
@@ -2557,6 +2610,7 @@ def help_text(topic: str, config: Config) -> str:
                   "conventions": "Names, ids, output format, paging and errors",
                   "extending": "How to add a tool",
                   "troubleshooting": "Common errors and how to fix them",
+                  "audit": "How a security reviewer audits this server in about 30 minutes",
                   "version": "Installed versions and how to update"}
         return (f"# missive-mcp {__version__}\nSafe access to a Missive team inbox; never sends, never deletes. "
                 f"Mode: {config.mode()}.\n\nTopics:\n" + "\n".join(f"- {t}: {b}" for t, b in blurbs.items()))
@@ -2605,7 +2659,7 @@ def _is_our_snapshot(path: str, name: str) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(snapshot, dict) and snapshot.get("name") == name and \
-        set(snapshot) <= set(TOOLS["missive_help"].snapshot()) | {"request"} and \
+        set(snapshot) <= set(next(iter(TOOLS.values())).snapshot()) and \
         isinstance(snapshot.get("inputSchema"), dict) and isinstance(snapshot.get("annotations"), dict)
 
 
@@ -3466,7 +3520,8 @@ def _html_invisible(color, background):
 
 def _html_background(decls, parent):
     shorthand = decls.get("background", "")
-    if decls.get("background-image", "none") != "none" or any(k in shorthand for k in ("url(", "gradient", "image-set")):
+    if decls.get("background-image", "none") != "none" or \
+            any(k in shorthand for k in ("url(", "gradient", "image-set")):
         return None  # behind an image no colour can be judged
     value = decls.get("background-color")
     color = _html_color(value) if value else _HTML_INHERIT
@@ -3645,6 +3700,7 @@ class _HtmlRenderer:
         return at
 
     def run(self) -> Rendered:
+        """Convert the source token by token until it ends, the output is full or the deadline passes."""
         src, n, pos, ticks, stopped, markup = self.src, len(self.src), 0, 0, None, None
         while pos < n:
             ticks += 1
@@ -3693,6 +3749,7 @@ class _HtmlRenderer:
         return self.finish(stopped, min(pos, n))
 
     def start_tag(self, tag, pos):
+        """Read one start tag's attributes from the source; return the position after it."""
         src = self.src
         gt = src.find(">", pos)
         if gt < 0:
@@ -3741,6 +3798,7 @@ class _HtmlRenderer:
         return best
 
     def start(self, tag, attrs, pos=0, self_closing=False):
+        """Open an element: close what its start implies, then push it (or render it, if void)."""
         kind, rules = _HTML_KINDS.get(tag), self.rules
         if self.head_at and tag not in _HTML_HEAD_OK:
             self.close_to(self.head_at)
@@ -3790,6 +3848,7 @@ class _HtmlRenderer:
             self.close_to(index)
 
     def open(self, frame, attrs, pos):
+        """Begin what an element renders: a link, a list item, a quote, a table row or cell."""
         kind, tag = frame.kind, frame.tag
         if kind == "a":
             if attrs.get("href") is not None:
@@ -3831,6 +3890,7 @@ class _HtmlRenderer:
                 self.open_cell(frame, self.stack[at].row)
 
     def open_cell(self, frame, row):
+        """Begin a table cell inside its row."""
         if row.block:
             self.want_blank(self.boxes[row.depth])  # the cells of a block row are blocks: a blank line before each
         box = self.push_box(frame, "", "")
@@ -3840,6 +3900,7 @@ class _HtmlRenderer:
             self.caps.append(box.depth)
 
     def breaks(self, frame):
+        """End the line (or the paragraph) that a block element's start or end implies."""
         level = 1 if frame.kind == "list" and not frame.para else _HTML_BREAK.get(frame.kind)
         if level:
             self.newline(level == 2)
@@ -3853,6 +3914,7 @@ class _HtmlRenderer:
         return bool(_HTML_REPLY_FROM.match(_html_unescape(_HTML_TAGS.sub(" ", self.src[pos:pos + _HTML_LOOKAHEAD]))))
 
     def quote_from(self, frame):
+        """Quote an Outlook-style reply header and everything after it at its level."""
         # The header, its single-child wrappers and everything after them at that level is the earlier message.
         frame.quiet, at = True, len(self.stack) - 1
         for _ in range(3):
@@ -3865,6 +3927,7 @@ class _HtmlRenderer:
             self.quotes += 1
 
     def void(self, tag, attrs, look):
+        """Render an element without content: a line break, a rule, an image's alt text, a form field."""
         if tag == "br":
             self.br()
         elif tag == "hr":
@@ -3873,11 +3936,13 @@ class _HtmlRenderer:
             alt = attrs.get("alt", "")
             if not alt.strip():
                 self.unseen = not self.cur  # alone on its line: the <br> after it ends a line that reads as nothing
-            elif not (any((m := _HTML_INT.match(attrs.get(d, ""))) and int(m.group(1)) <= 1 for d in ("width", "height"))
+            elif not (any((m := _HTML_INT.match(attrs.get(d, ""))) and int(m.group(1)) <= 1
+                          for d in ("width", "height"))
                       or _HTML_PIXEL_STYLE.search(attrs.get("style", ""))):  # tracking pixels say nothing
                 self.text(" " + alt + " ", raw=True, alt=True)
 
     def push_deep(self, tag, kind, hides, attrs):
+        """Keep an element opened past the depth budget as a light entry that renders flat."""
         link = None
         if not (hides or self.hide_at or self.deep_hidden):
             if kind == "a" and attrs.get("href") is not None:
@@ -3892,6 +3957,7 @@ class _HtmlRenderer:
         self.deep_hidden += hides
 
     def pop_deep(self):
+        """Close the innermost light entry."""
         entry = tag, kind, hides, link = self.deep.pop()
         self.deep_tags[tag] -= 1
         self.deep_hidden -= hides
@@ -3902,6 +3968,7 @@ class _HtmlRenderer:
         return entry
 
     def end(self, tag):
+        """Close an element by its end tag, as far as a browser would."""
         if tag == "br":  # browsers read </br> as <br>
             return self.start("br", {})
         if self.deep_tags.get(tag):
@@ -3932,6 +3999,7 @@ class _HtmlRenderer:
     # ---- lines, boxes and rows -------------------------------------------------------------------------------
 
     def push_box(self, owner, first, cont):
+        """Start a nested prefix (quote, list item) or a captured cell."""
         self.newline()
         box = _HtmlBox(owner, first, cont, self.nlines, len(self.boxes))
         self.boxes.append(box)
@@ -3939,6 +4007,7 @@ class _HtmlRenderer:
         return box
 
     def close_box(self, box):
+        """End a nested prefix or captured cell and put its lines in place."""
         if box.capture == [] and self.cur and not self.pre:  # a one-line cell goes straight to its row
             text = ("".join(self.chunks + self.cur) if self.chunks else "".join(self.cur)).strip()
             self.cur, self.chunks, self.cur_len = [], [], 0
@@ -3965,6 +4034,7 @@ class _HtmlRenderer:
             self.paragraph()
 
     def end_row(self, row):
+        """End a table row: its cells as one 'a | b' line, or as blocks."""
         box = self.boxes[row.depth]
         if row.block:
             return self.want_blank(box) if row.any else None
@@ -3998,6 +4068,7 @@ class _HtmlRenderer:
             self.deliver(text, row.depth)
 
     def want_blank(self, box):
+        """Ask for a blank line before the next line inside box."""
         if box.start < self.nlines:  # a blank line before a block's first line is dropped
             self.blank = box
 
@@ -4055,6 +4126,7 @@ class _HtmlRenderer:
     # ---- inline content --------------------------------------------------------------------------------------
 
     def text(self, s, raw=False, alt=False):
+        """Add visible text (or drop it when a person could not see it)."""
         if self.head_at and not s.isspace():
             self.close_to(self.head_at)
         if self.hide_at or self.deep_hidden or (self.stack[-1].look[0] and not alt):
@@ -4080,6 +4152,7 @@ class _HtmlRenderer:
         self.space = self.space or text[-1:] == " "
 
     def inline(self, word, space):
+        """Add one word to the current line."""
         cur = self.cur
         if cur and (space or (self.after_url and word[0].isalnum())):
             word = " " + word
@@ -4094,6 +4167,7 @@ class _HtmlRenderer:
             self.links[-1].size += len(word)
 
     def end_line(self):
+        """End the current line and write it out with its prefixes."""
         text = "".join(self.chunks + self.cur) if self.chunks else "".join(self.cur)
         self.cur, self.chunks, self.cur_len, self.unseen = [], [], 0, False
         text = text.rstrip().replace("\xa0", " ") if self.pre else text.strip()
@@ -4114,9 +4188,11 @@ class _HtmlRenderer:
                 self.blank = box
 
     def paragraph(self):
+        """End the current paragraph: a blank line follows."""
         self.newline(True)
 
     def br(self):
+        """A line break as <br> gives it."""
         if self.hide_at or self.deep_hidden:
             return
         if self.cur or self.pre:
@@ -4170,6 +4246,7 @@ class _HtmlRenderer:
         return known
 
     def compute_look(self, tag, attrs, look):
+        """Whether an element hides its text, from its attributes, its style and the hiding rules."""
         decls = {"color": "#0000ee"} if tag == "a" and "href" in attrs else {}  # links have their own colour
         for name, where, prop in (("bgcolor", None, "background-color"), ("text", "body", "color"),
                                   ("color", "font", "color"), ("background", None, "background-image")):
@@ -4210,6 +4287,7 @@ class _HtmlRenderer:
     # ---- the end ---------------------------------------------------------------------------------------------
 
     def finish(self, stopped, consumed):
+        """Close everything still open and return the text."""
         self.close_to(1)
         self.newline()
         while len(self.boxes) > 1:
