@@ -3711,7 +3711,6 @@ class _HtmlRenderer:
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     stopped = "deadline"
                     break
-                time.sleep(0)  # hand the interpreter to the event loop now and then: it answers while we convert
             if markup is None or markup.start() < pos:
                 markup = _HTML_MARKUP.search(src, pos)
             at = markup.start() if markup else n
