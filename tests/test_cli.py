@@ -12,11 +12,10 @@ import requests
 
 import missive_mcp as m
 from conftest import API, TOKEN, make_config
-from test_schemas import PROFILES, SPEC
+from spec import READ_TOOLS, SPEC
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = str(REPO / "missive_mcp.py")
-READ_TOOLS = {name for name, (_route, profile, _title) in SPEC.items() if PROFILES[profile][0]}
 
 
 def cli(*args, **env):

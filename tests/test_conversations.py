@@ -12,22 +12,8 @@ import pytest
 import missive_mcp as m
 from conftest import API, TOKEN, call, make_config, text
 from fake_missive import THREAD, THREAD_ID, FakeMissive
+from spec import NEW_TEXT
 
-# One distinctive sentence of each message's own text, oldest first (read off the fixtures by hand).
-NEW_TEXT = [
-    "six tents have cracked pole sections",
-    "Could you send me the lot number",
-    "five are lot RL-2405-118",
-    "Both lots come from the same supplier batch",
-    "We have 9 complete pole sets",
-    "My replies are inline below in blue",
-    "Marcus shipped the six pole sets at 13:10",
-    "Could you send a credit note for the express freight",
-    "ask billing this morning",
-    "The credit note CN-7702-01 for EUR 38.50 is attached",
-    "one bag contains the poles of the Ridgeline 3P",
-    "we really need the last 4P pole set by Wednesday 31 July",
-]
 COMMENT = "Hanna in billing is on it, reference INV-2024-0815."
 POST = "Order #7702 partially refunded: EUR 38.50 (express freight), credit note CN-7702-01"
 

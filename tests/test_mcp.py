@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 
 import missive_mcp as m
 from conftest import API, TOKEN, make_config
-from test_schemas import PROFILES, SPEC, expected_annotations
+from spec import READ_TOOLS, SPEC, expected_annotations
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ["legacy", "2026-07-28"]
@@ -138,8 +138,7 @@ def test_read_only_mode_lists_and_allows_only_read_tools(harness, api, mode):
 
     listing, hidden, allowed = run(body)
     names = {tool.name for tool in listing.tools}
-    expected = {name for name, (_r, profile, _t) in SPEC.items() if PROFILES[profile][0]}
-    assert names == expected and "missive_help" in names
+    assert names == READ_TOOLS and "missive_help" in names
     assert all(tool.annotations.read_only_hint is True for tool in listing.tools)
     assert hidden.is_error is True
     assert "MISSIVE_READ_ONLY" in result_text(hidden)
