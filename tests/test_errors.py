@@ -13,7 +13,7 @@ import requests
 import urllib3.exceptions
 
 import missive_mcp as m
-from conftest import API, TOKEN, call, make_config, text
+from conftest import API, TOKEN, call, client_factory, text
 
 # One tool per verb, with arguments that pass validation, and the route the mock must answer.
 GET = ("missive_list_users", {}, "GET", "/users")
@@ -25,22 +25,8 @@ FOLLOW_UP = ("missive_list_organizations", "/organizations", {"organizations": [
 FIRST_LINE = re.compile(r"^Missive API error (\d{3}): (.+)$")
 
 
-@pytest.fixture
-def clients():
-    """A factory of MissiveClients that never back off for real; all are closed after the test."""
-    made = []
-
-    def make(config=None, **kwargs):
-        config = config or make_config(deadline=5.0)
-        kwargs.setdefault("backoff_base", 0.0)
-        kwargs.setdefault("max_attempts", 1)
-        client = m.MissiveClient(config, **kwargs)
-        made.append(client)
-        return config, client
-
-    yield make
-    for client in made:
-        client.close()
+# Against the responses mock: a 5 s deadline, no real backoff, and one attempt unless a test allows retries.
+clients = client_factory(deadline=5.0, backoff_base=0.0, max_attempts=1)
 
 
 def run_tool(verb, config, client):
@@ -168,9 +154,7 @@ def test_redirect_is_not_followed(api, clients):
 @pytest.mark.parametrize("verb", ["GET", "POST"])
 def test_429_with_retry_after(api, clients, verb):
     now = [1000.0]
-    config = make_config(deadline=5.0, rate_wait=1.0)
-    budget = m.RateBudget(clock=lambda: now[0])
-    _, client = clients(config, budget=budget)
+    config, client = clients(rate_wait=1.0, budget=m.RateBudget(clock=lambda: now[0]))
     register(api, verb, status=429, body="", headers={"Retry-After": "30"})
     message, hint = api_error(run_tool(verb, config, client), 429)
     assert message == "Too Many Requests"
@@ -189,7 +173,7 @@ def test_429_with_retry_after(api, clients, verb):
 
 def test_429_retry_after_beyond_deadline_fails_fast(api, clients):
     """With retries enabled, a Retry-After longer than the call's deadline is reported at once, not slept on."""
-    config, client = clients(make_config(deadline=30.0), max_attempts=3)
+    config, client = clients(deadline=30.0, max_attempts=3)
     register(api, "GET", status=429, json={"error": "slow down"}, headers={"Retry-After": "120"})
     started = time.monotonic()
     message, hint = api_error(run_tool("GET", config, client), 429)
@@ -354,7 +338,7 @@ NETWORK = [
 
 @pytest.mark.parametrize("verb, exc, phrases", NETWORK)
 def test_network_failures(api, clients, verb, exc, phrases):
-    config, client = clients(make_config(deadline=10.0, read_timeout=7.0))
+    config, client = clients(deadline=10.0, read_timeout=7.0)
     register(api, verb, body=exc())
     result = run_tool(verb, config, client)
     assert result.is_error is True
@@ -403,7 +387,7 @@ def test_unexpected_exception_becomes_an_error_result(api, clients):
 
 def test_errors_then_success_on_one_client(api, clients):
     """A sequence of different failures on one client, then a success: no state is left broken."""
-    config, client = clients(make_config(deadline=10.0, read_timeout=7.0))
+    config, client = clients(deadline=10.0, read_timeout=7.0)
     register(api, "GET", status=500, body="")
     register(api, "GET", body=requests.exceptions.ReadTimeout("read timed out"))
     register(api, "GET", status=404, json={"message": "gone"})
