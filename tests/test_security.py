@@ -171,17 +171,16 @@ def test_table_uses_only_get_post_patch():
 
 
 @pytest.fixture
-def guarded_client(monkeypatch):
+def guarded_client(clients, monkeypatch):
     """A client whose session fails the test if it is ever asked to open a connection."""
-    client = m.MissiveClient(make_config(), backoff_base=0.0)
+    _, client = clients()
 
     def never(*args, **kwargs):
         raise AssertionError(f"a request reached the session: {args}")
 
     monkeypatch.setattr(client.session, "request", never)
     monkeypatch.setattr(client.session, "send", never)
-    yield client
-    client.close()
+    return client
 
 
 @pytest.mark.parametrize("verb", FORBIDDEN_VERBS)
@@ -199,14 +198,11 @@ def test_request_refuses_verb_before_any_socket(api, guarded_client, verb):
     assert guarded_client.budget.in_flight == 0  # the slot was given back
 
 
-def test_delete_refused_even_on_a_plain_client(api):
+def test_delete_refused_even_on_a_plain_client(api, clients):
     """Without any patching: the strict mock records every attempt, and there is none."""
-    client = m.MissiveClient(make_config(), backoff_base=0.0)
-    try:
-        with pytest.raises(ValueError):
-            asyncio.run(client.request("DELETE", "/drafts/d1"))
-    finally:
-        client.close()
+    _, client = clients()
+    with pytest.raises(ValueError):
+        asyncio.run(client.request("DELETE", "/drafts/d1"))
     assert len(api.calls) == 0
 
 
@@ -252,14 +248,11 @@ def test_token_never_in_results_or_logs(api, caplog):
         assert TOKEN not in record.getMessage()
 
 
-def test_bearer_auth_repr_hides_the_token():
+def test_bearer_auth_repr_hides_the_token(clients):
     auth = m.BearerAuth(TOKEN)
     assert TOKEN not in repr(auth) and TOKEN not in str(auth)
-    client = m.MissiveClient(make_config())
-    try:
-        assert TOKEN not in repr(client.session.auth)
-    finally:
-        client.close()
+    _, client = clients()
+    assert TOKEN not in repr(client.session.auth)
 
 
 def test_netrc_cannot_replace_the_authorization_header(api, tmp_path, monkeypatch):
