@@ -11,7 +11,7 @@ import pytest
 import requests
 
 import missive_mcp as m
-from conftest import API, TOKEN, make_config
+from conftest import API, TOKEN, make_config, subprocess_env
 from spec import BAD_API_URLS, BAD_TOKENS, GOOD_API_URLS, READ_TOOLS, SPEC, shows_part_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,10 +20,8 @@ MODULE = str(REPO / "missive_mcp.py")
 
 def cli(*args, **env):
     """Run `python missive_mcp.py <args>` with a clean MISSIVE_* environment plus `env`."""
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
-    environ.update(env)
-    return subprocess.run([sys.executable, "missive_mcp.py", *args], cwd=REPO, env=environ, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run([sys.executable, "missive_mcp.py", *args], cwd=REPO, env=subprocess_env(**env),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
 
 
 # ---- --help, --version --------------------------------------------------------------------------------------------
@@ -411,38 +409,33 @@ def test_check_404_points_at_the_base_url(api):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
-def test_check_asks_for_the_token_at_a_terminal_without_echo():
+def test_check_asks_for_the_token_at_a_terminal_without_echo(fake):
     """No shell-specific prompt (zsh has no `read -s`): --check asks itself when the token is unset."""
     import select
 
-    from fake_missive import FakeMissive
-
-    with FakeMissive() as fake:
-        master, slave = os.openpty()
-        environ = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
-        environ["MISSIVE_API_URL"] = fake.url
-        process = subprocess.Popen([sys.executable, MODULE, "--check"], stdin=slave, stdout=slave, stderr=slave,
-                                   env=environ, start_new_session=True)
-        os.close(slave)
-        seen, typed = b"", False
-        try:
-            while process.poll() is None or select.select([master], [], [], 0)[0]:
-                ready, _, _ = select.select([master], [], [], 20)
-                if not ready:
-                    break
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-                if not typed and b"Missive API token (input hidden): " in seen:
-                    os.write(master, fake.token.encode() + b"\n")
-                    typed = True
-        finally:
-            os.close(master)
-            process.wait(timeout=20)
+    master, slave = os.openpty()
+    process = subprocess.Popen([sys.executable, MODULE, "--check"], stdin=slave, stdout=slave, stderr=slave,
+                               env=subprocess_env(MISSIVE_API_URL=fake.url), start_new_session=True)
+    os.close(slave)
+    seen, typed = b"", False
+    try:
+        while process.poll() is None or select.select([master], [], [], 0)[0]:
+            ready, _, _ = select.select([master], [], [], 20)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not typed and b"Missive API token (input hidden): " in seen:
+                os.write(master, fake.token.encode() + b"\n")
+                typed = True
+    finally:
+        os.close(master)
+        process.wait(timeout=20)
     text = seen.decode("utf-8", "replace")
     assert typed, text
     assert process.returncode == 0, text
