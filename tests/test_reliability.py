@@ -554,14 +554,8 @@ def test_deadline_error_names_the_deadline_not_the_read_timeout(fake, clients):
     assert "MISSIVE_DEADLINE" in text(result), text(result)
 
 
-@pytest.mark.slow
-def test_deadline_covers_a_body_that_arrives_too_slowly(fake, clients):
-    # Each byte comes well within the read timeout, but the whole body would take ~30 s.
-    fake.inject("body_drip", path_prefix="/users", interval=0.15, seconds=30)
-    cfg, client = clients(fake.url, read_timeout=1.0, deadline=1.0)
-    result, elapsed = timed(cfg, client, "missive_list_users")
-    assert result.is_error
-    assert elapsed < 5.0, f"the call took {elapsed:.1f} s with a 1 s deadline"
+# A body that drips in byte by byte, each within the read timeout, is cut by the deadline: test_peer.py's
+# test_dripping_or_stalling_peer_cannot_outlive_the_deadline[body_drip], which also checks the message and the slot.
 
 
 def test_deadline_covers_waiting_for_the_budget(fakes, clients):
