@@ -59,6 +59,18 @@ def timed(config: m.Config, client: m.MissiveClient, tool: str, args=None, limit
     return result, time.monotonic() - started
 
 
+def assert_linear(function, hostile, ordinary, ratio: float = 20) -> None:
+    """function(hostile) costs less than `ratio` times function(ordinary) (counted as at least 10 ms): a wide ratio
+    against ordinary work of the same size or larger, not a clock bound, so a loaded machine cannot fail it while a
+    quadratic scan does."""
+    def cost(value):
+        started = time.perf_counter()
+        function(value)
+        return time.perf_counter() - started
+
+    assert cost(hostile) < ratio * max(cost(ordinary), 0.01)
+
+
 def text(result) -> str:
     """The single text block of a tool result."""
     assert len(result.content) == 1

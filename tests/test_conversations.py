@@ -10,7 +10,7 @@ import json
 import pytest
 
 import missive_mcp as m
-from conftest import API, call, make_config, text
+from conftest import API, assert_linear, call, make_config, text
 from fake_missive import THREAD_ID, FakeMissive
 from spec import NEW_TEXT
 
@@ -216,14 +216,7 @@ def test_split_quoted_history_is_linear_on_hostile_text():
     """Many attribution-like lines and quote markers: each line is looked at a bounded number of times."""
     hostile = ("On " + "x" * 290 + " wrote:\n>\n") * 20000
     ordinary = ("Some ordinary words in a line of a long message.\n") * (len(hostile) // 48)
-    import time
-
-    def cost(text):
-        started = time.perf_counter()
-        m.split_quoted_history(text)
-        return time.perf_counter() - started
-
-    assert cost(hostile) < 20 * max(cost(ordinary), 0.01)
+    assert_linear(m.split_quoted_history, hostile, ordinary)
 
 
 def test_get_message_can_drop_quoted_history(api):

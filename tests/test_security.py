@@ -18,7 +18,7 @@ import pytest
 import requests
 
 import missive_mcp as m
-from conftest import API, TOKEN, call, make_config, text
+from conftest import API, TOKEN, assert_linear, call, make_config, text
 from spec import BAD_API_URLS, BAD_TOKENS, GOOD_API_URLS, shows_part_of
 
 SOURCE = Path(m.__file__).read_text(encoding="utf-8")
@@ -564,13 +564,7 @@ def test_remote_scan_of_a_hostile_body_is_linear(source):
     """The scan runs on the model's argument before anything is sent: it must not stall on hostile shapes.
     Work is compared with an ordinary body 8x larger, timed the same way (a wide ratio, not a clock bound)."""
     ordinary = '<p>Hello <a href="https://example.test">there</a>, see <b>this</b>.</p>\n' * (len(source) // 8)
-
-    def cost(text):
-        started = time.perf_counter()
-        m.remote_references(text, markdown=True)
-        return time.perf_counter() - started
-
-    assert cost(source) < 20 * max(cost(ordinary), 0.01)
+    assert_linear(lambda body: m.remote_references(body, markdown=True), source, ordinary)
 
 
 def test_remote_scan_is_conservative_about_css_in_plain_words(api):
