@@ -127,6 +127,8 @@ def client_factory(**defaults):
             budget = {key: options.pop(key) for key in BUDGET_OPTIONS & options.keys()}
             if config is not None and (api_url is not None or CONFIG_FIELDS & overrides.keys()):
                 raise TypeError("clients(): give a whole config or Config fields, not both")
+            if "budget" in overrides and BUDGET_OPTIONS & overrides.keys():
+                raise TypeError("clients(): give a budget or max_concurrent/windows, not both")
             if budget and "budget" not in options:
                 options["budget"] = m.RateBudget(**budget)
             config = make_config(**fields) if config is None else config
