@@ -638,7 +638,7 @@ class Bench:
     def thread_read(self) -> None:
         """Read a 12-message thread with its comments and posts: one call against the 36 tools' call sequence."""
         from fake_missive import THREAD_ID
-        from test_conversations import NEW_TEXT  # one sentence of each message's own text, read off the fixtures
+        from spec import NEW_TEXT  # one sentence of each message's own text, read off the fixtures
 
         sequence = [("missive_get_conversation", {"conversation_id": THREAD_ID})]
         with self.server("module", self.fake) as proc:

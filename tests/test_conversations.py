@@ -10,52 +10,32 @@ import json
 import pytest
 
 import missive_mcp as m
-from conftest import API, TOKEN, call, make_config, text
-from fake_missive import THREAD, THREAD_ID, FakeMissive
+from conftest import API, assert_linear, call, make_config, text
+from fake_missive import THREAD_ID, FakeMissive
+from spec import NEW_TEXT
 
-# One distinctive sentence of each message's own text, oldest first (read off the fixtures by hand).
-NEW_TEXT = [
-    "six tents have cracked pole sections",
-    "Could you send me the lot number",
-    "five are lot RL-2405-118",
-    "Both lots come from the same supplier batch",
-    "We have 9 complete pole sets",
-    "My replies are inline below in blue",
-    "Marcus shipped the six pole sets at 13:10",
-    "Could you send a credit note for the express freight",
-    "ask billing this morning",
-    "The credit note CN-7702-01 for EUR 38.50 is attached",
-    "one bag contains the poles of the Ridgeline 3P",
-    "we really need the last 4P pole set by Wednesday 31 July",
-]
 COMMENT = "Hanna in billing is on it, reference INV-2024-0815."
 POST = "Order #7702 partially refunded: EUR 38.50 (express freight), credit note CN-7702-01"
 
 
 @pytest.fixture(scope="module")
 def fake():
+    """Overrides conftest's: one fake for the whole module, started once (tests reset it where they count requests)."""
     with FakeMissive() as server:
         yield server
 
 
 @pytest.fixture
-def run(fake):
+def run(fake, clients):
     """Call a tool against the fake with a fresh client; returns (result, parsed JSON or None)."""
-    made = []
-
     def invoke(tool, args, **config):
-        cfg = m.Config(token=fake.token, api_url=fake.url, **config)
-        client = m.MissiveClient(cfg, backoff_base=0.0)
-        made.append(client)
-        result = asyncio.run(m.call_tool(cfg, client, tool, args))
+        result = call(tool, args, *clients(fake.url, token=fake.token, **config))
         try:
             return result, json.loads(text(result))
         except ValueError:
             return result, None
 
-    yield invoke
-    for client in made:
-        client.close()
+    return invoke
 
 
 def read(run, **args):
@@ -236,14 +216,7 @@ def test_split_quoted_history_is_linear_on_hostile_text():
     """Many attribution-like lines and quote markers: each line is looked at a bounded number of times."""
     hostile = ("On " + "x" * 290 + " wrote:\n>\n") * 20000
     ordinary = ("Some ordinary words in a line of a long message.\n") * (len(hostile) // 48)
-    import time
-
-    def cost(text):
-        started = time.perf_counter()
-        m.split_quoted_history(text)
-        return time.perf_counter() - started
-
-    assert cost(hostile) < 20 * max(cost(ordinary), 0.01)
+    assert_linear(m.split_quoted_history, hostile, ordinary)
 
 
 def test_get_message_can_drop_quoted_history(api):
@@ -294,14 +267,10 @@ TRIAGE = {  # written by hand: every fact once, nothing a person triaging needs 
 }
 
 
-def test_list_conversations_triage_view_states_each_fact_once(api):
+def test_list_conversations_triage_view_states_each_fact_once(api, clients):
     api.get(f"{API}/users", json={"users": [{"id": "u1", "name": "Priya Natarajan", "me": True}]})
     api.get(f"{API}/conversations", json={"conversations": [LISTED, {"id": "g1", "last_activity_at": 1721911000}]})
-    client = m.MissiveClient(make_config(), backoff_base=0.0)
-    try:
-        result = call("missive_list_conversations", {"inbox": True, "limit": 2}, client=client)
-    finally:
-        client.close()
+    result = call("missive_list_conversations", {"inbox": True, "limit": 2}, *clients())  # learns the user
     data = json.loads(text(result))
     assert data["conversations"] == [TRIAGE, {"id": "g1", "last_activity": "2024-07-25T12:36:40Z"}]
     assert data["next_page"] == {"inbox": True, "limit": 2, "until": 1721911000}  # still Unix, from Missive's page
@@ -355,23 +324,25 @@ ANSWERED = {
 ME = {"users": [{"id": "u1", "name": "Priya Natarajan", "email": "priya@northwind.test", "me": True}]}
 
 
-def reply(api, args, answered=ANSWERED, env=None):
-    api.get(f"{API}/messages/m9", json={"messages": answered})
-    api.get(f"{API}/users", json=ME)
-    api.post(f"{API}/drafts", json={"drafts": {"id": "d1", "conversation": "conv-7"}})
-    client = m.MissiveClient(make_config(defaults=env or {}), backoff_base=0.0)
-    try:
+@pytest.fixture
+def reply(api, clients):
+    """reply(args, answered=ANSWERED, env=None) -> (the draft sent, the result) of a reply to message m9, with a
+    client that looks up the token's user."""
+    def draft(args, answered=ANSWERED, env=None):
+        api.get(f"{API}/messages/m9", json={"messages": answered})
+        api.get(f"{API}/users", json=ME)
+        api.post(f"{API}/drafts", json={"drafts": {"id": "d1", "conversation": "conv-7"}})
         result = call("missive_create_draft", {"reply_to_message": "m9", "body": "<p>On its way</p>", **args},
-                      make_config(defaults=env or {}), client)
-    finally:
-        client.close()
-    assert not result.is_error, text(result)
-    sent = json.loads(next(c.request.body for c in api.calls if c.request.method == "POST"))["drafts"]
-    return sent, json.loads(text(result))
+                      *clients(defaults=env or {}))
+        assert not result.is_error, text(result)
+        sent = json.loads(next(c.request.body for c in api.calls if c.request.method == "POST"))["drafts"]
+        return sent, json.loads(text(result))
+
+    return draft
 
 
-def test_reply_draft_threads_to_the_message_it_answers(api):
-    sent, result = reply(api, {})
+def test_reply_draft_threads_to_the_message_it_answers(reply):
+    sent, result = reply({})
     assert sent == {"body": "<p>On its way</p>", "subject": "Re: Damaged tent poles", "conversation": "conv-7",
                     "to_fields": [{"address": "mei@alpine.example", "name": "Mei Lin"}],
                     "references": ["<m1@x>", "<m5@x>", "<m9@mail.example>"]}
@@ -380,64 +351,64 @@ def test_reply_draft_threads_to_the_message_it_answers(api):
     assert "send" not in sent and "send_at" not in sent
 
 
-def test_reply_all_copies_the_others_but_never_the_token_user(api):
-    sent, result = reply(api, {"reply_all": True})
+def test_reply_all_copies_the_others_but_never_the_token_user(reply):
+    sent, result = reply({"reply_all": True})
     assert sent["cc_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"},
                                  {"address": "julien@alpine.example", "name": "Julien"}]
     assert result["reply"]["cc"] == ["Marcus Bell <marcus@northwind.test>", "Julien <julien@alpine.example>"]
 
 
-def test_reply_keeps_what_the_caller_gave(api):
-    sent, _ = reply(api, {"reply_all": True, "subject": "Custom", "to_fields": [{"address": "boss@x.test"}],
+def test_reply_keeps_what_the_caller_gave(reply):
+    sent, _ = reply({"reply_all": True, "subject": "Custom", "to_fields": [{"address": "boss@x.test"}],
                           "cc_fields": [], "references": ["<r@x>"]})
     assert sent["subject"] == "Custom" and sent["to_fields"] == [{"address": "boss@x.test"}]
     assert sent["cc_fields"] == [] and sent["references"] == ["<r@x>"]
     assert "conversation" not in sent  # references were given: they thread it
 
 
-def test_reply_to_our_own_message_goes_to_its_recipients(api):
+def test_reply_to_our_own_message_goes_to_its_recipients(reply):
     own = {**ANSWERED, "from_field": {"name": "Returns", "address": "returns@northwind.test"},
            "author": {"id": "u1", "name": "Priya Natarajan"}}  # sent from Missive by one of us
-    sent, _ = reply(api, {}, own, env={"FROM_ADDRESS": "returns@northwind.test"})
+    sent, _ = reply({}, own, env={"FROM_ADDRESS": "returns@northwind.test"})
     assert sent["to_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"}]
 
 
-def test_a_strangers_message_claiming_our_address_cannot_redirect_the_reply(api):
+def test_a_strangers_message_claiming_our_address_cannot_redirect_the_reply(reply):
     """No author: it came from outside, so its To (the stranger's choice) never becomes the reply's To."""
     spoofed = {**ANSWERED, "from_field": {"name": "Me", "address": "PRIYA@northwind.test"},
                "to_fields": [{"name": "Accounts Payable <ap@northwind.test>", "address": "attacker@evil.example"}]}
-    sent, result = reply(api, {}, spoofed)
+    sent, result = reply({}, spoofed)
     assert sent["to_fields"] == []
     assert result["reply"]["to"] == []
 
 
-def test_reply_recipients_from_a_hostile_message_are_sanitised(api):
+def test_reply_recipients_from_a_hostile_message_are_sanitised(reply):
     hostile = {**ANSWERED, "cc_fields": [{"name": "Boss\nBcc: x@evil.example", "address": "boss@northwind.test"},
                                          {"phone_number": "+15550100"},
                                          {"name": "Accounts Payable <ap@northwind.test>", "address": "a@evil.example"}],
                "references": ["<ok@x>", "<bad ref@x>", 9, "<" + "x" * 2000 + ">"]}
-    sent, _ = reply(api, {"reply_all": True}, hostile)
+    sent, _ = reply({"reply_all": True}, hostile)
     assert sent["cc_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"},
                                  {"address": "boss@northwind.test"},  # a name holding an address is dropped
                                  {"address": "a@evil.example"}]
     assert sent["references"] == ["<ok@x>", "<m9@mail.example>"]
 
 
-def test_reply_subject_of_hostile_whitespace_is_read_in_linear_time(api):
-    sent, _ = reply(api, {}, {**ANSWERED, "subject": " " * 200_000 + "Re: x"})
+def test_reply_subject_of_hostile_whitespace_is_read_in_linear_time(reply):
+    sent, _ = reply({}, {**ANSWERED, "subject": " " * 200_000 + "Re: x"})
     assert sent["subject"] == "Re: x"
 
 
 @pytest.mark.parametrize("subject, expected", [("Hello", "Re: Hello"), ("Re: Hello", "Re: Hello"),
                                                ("RE: Re: AW: Hello", "Re: Hello"), ("Re[2]: Hello", "Re: Hello"),
                                                ("Réunion", "Re: Réunion")])
-def test_reply_subject_never_stacks_prefixes(api, subject, expected):
-    sent, _ = reply(api, {}, {**ANSWERED, "subject": subject})
+def test_reply_subject_never_stacks_prefixes(reply, subject, expected):
+    sent, _ = reply({}, {**ANSWERED, "subject": subject})
     assert sent["subject"] == expected
 
 
-def test_reply_ignores_a_hostile_conversation_id_in_the_answer(api):
-    sent, _ = reply(api, {}, {**ANSWERED, "conversation": {"id": "../../hooks"}})
+def test_reply_ignores_a_hostile_conversation_id_in_the_answer(reply):
+    sent, _ = reply({}, {**ANSWERED, "conversation": {"id": "../../hooks"}})
     assert "conversation" not in sent and sent["references"][-1] == "<m9@mail.example>"
 
 

@@ -23,14 +23,9 @@ AUTH = {"Authorization": "Bearer test-token"}
 
 
 @pytest.fixture
-def fake():
-    with FakeMissive() as f:
-        yield f
-
-
-@pytest.fixture
 def client(fake):
-    """call(method, path, **kwargs) -> requests.Response, with the right token and a timeout."""
+    """call(method, path, **kwargs) -> requests.Response, with the right token and a timeout: raw HTTP to
+    conftest's fake (not a MissiveClient, whose answers are what the other files check)."""
     session = requests.Session()
     session.headers.update(AUTH)
 

@@ -1,16 +1,9 @@
 """End to end over MCP: the in-process server in both protocol eras, and one real stdio subprocess."""
 
 import asyncio
-import http.server
 import json
-import os
-import queue
 import re
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import mcp_types as types
 import pytest
@@ -18,47 +11,30 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 import missive_mcp as m
-from conftest import API, TOKEN, make_config
-from test_schemas import PROFILES, SPEC, expected_annotations
+from conftest import API, TOKEN, run, text
+from spec import READ_TOOLS, SPEC, expected_annotations
 
-REPO = Path(__file__).resolve().parent.parent
 MODES = ["legacy", "2026-07-28"]
 MODERN = "2026-07-28"
 WAIT = 10  # seconds: the bound on every wait in this file
+LIMIT = 30  # seconds: the bound on each test's whole exchange
 USERS = {"users": [{"id": "u1", "name": "Ann", "me": True, "email": None}]}
 
 
-def run(factory, timeout=30):
-    """Run an async test body with an overall bound, so nothing here can hang the suite."""
-    return asyncio.run(asyncio.wait_for(factory(), timeout))
-
-
 class Harness:
-    """create_server(config) with a client we own and close; connect(mode) gives an mcp.Client."""
+    """create_server(config, client) for a pair from conftest's clients; connect(mode) gives an mcp.Client."""
 
-    def __init__(self, config):
-        self.config = config
-        self.client = m.MissiveClient(config, backoff_base=0.0)
-        self.server = m.create_server(config, self.client)
+    def __init__(self, config, client):
+        self.server = m.create_server(config, client)
 
     def connect(self, mode):
         return Client(self.server, mode=mode, read_timeout_seconds=WAIT)
 
-    def close(self):
-        self.client.close()
-
 
 @pytest.fixture
-def harness():
-    made = []
-
-    def make(**overrides):
-        made.append(Harness(make_config(**overrides)))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
+def harness(clients):
+    """harness(**config) -> a Harness; clients(...) takes the same arguments and closes the client after the test."""
+    return lambda **config: Harness(*clients(**config))
 
 
 async def server_identity(client, mode):
@@ -73,12 +49,6 @@ async def server_identity(client, mode):
     return client.server_info, client.instructions
 
 
-def result_text(result):
-    assert len(result.content) == 1
-    assert result.content[0].type == "text"
-    return result.content[0].text
-
-
 # ---- identity and instructions --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", MODES)
@@ -89,7 +59,7 @@ def test_server_identity_and_instructions(harness, mode):
         async with h.connect(mode) as client:
             return await server_identity(client, mode)
 
-    info, instructions = run(body)
+    info, instructions = run(body(), LIMIT)
     assert info.name == "missive"
     assert info.version == m.__version__
     assert instructions == m.INSTRUCTIONS
@@ -112,7 +82,7 @@ def test_tools_list(harness, mode):
         async with h.connect(mode) as client:
             return await client.list_tools()
 
-    listing = run(body)
+    listing = run(body(), LIMIT)
     assert listing.next_cursor is None
     tools = {tool.name: tool for tool in listing.tools}
     assert len(listing.tools) == 37 and sorted(tools) == sorted(SPEC)
@@ -136,13 +106,12 @@ def test_read_only_mode_lists_and_allows_only_read_tools(harness, api, mode):
             allowed = await client.call_tool("missive_help", {"topic": "index"})
             return listing, hidden, allowed
 
-    listing, hidden, allowed = run(body)
+    listing, hidden, allowed = run(body(), LIMIT)
     names = {tool.name for tool in listing.tools}
-    expected = {name for name, (_r, profile, _t) in SPEC.items() if PROFILES[profile][0]}
-    assert names == expected and "missive_help" in names
+    assert names == READ_TOOLS and "missive_help" in names
     assert all(tool.annotations.read_only_hint is True for tool in listing.tools)
     assert hidden.is_error is True
-    assert "MISSIVE_READ_ONLY" in result_text(hidden)
+    assert "MISSIVE_READ_ONLY" in text(hidden)
     assert allowed.is_error is False
     assert len(api.calls) == 0
 
@@ -157,9 +126,9 @@ def test_tools_allowlist(harness, api, mode):
             hidden = await client.call_tool("missive_list_teams", {})
             return listing, hidden
 
-    listing, hidden = run(body)
+    listing, hidden = run(body(), LIMIT)
     assert {tool.name for tool in listing.tools} == {"missive_list_users", "missive_create_draft", "missive_help"}
-    assert hidden.is_error is True and "MISSIVE_TOOLS" in result_text(hidden)
+    assert hidden.is_error is True and "MISSIVE_TOOLS" in text(hidden)
     assert len(api.calls) == 0
 
 
@@ -179,17 +148,17 @@ def test_call_success_validation_error_and_unknown_tool(harness, api, mode):
             after = await client.call_tool("missive_help", {"topic": "version"})
             return ok, bad, unknown.value, after
 
-    ok, bad, unknown, after = run(body)
+    ok, bad, unknown, after = run(body(), LIMIT)
     assert ok.is_error is False
-    assert result_text(ok) == '{"users":[{"id":"u1","name":"Ann","me":true}]}'
+    assert text(ok) == '{"users":[{"id":"u1","name":"Ann","me":true}]}'
     assert ok.structured_content is None
     assert bad.is_error is True
-    lines = result_text(bad).split("\n")
+    lines = text(bad).split("\n")
     assert lines[0] == "Invalid arguments for missive_get_contact:"
     assert any(line.startswith("contact_id: ") for line in lines[1:])
     assert "bogus: unknown argument" in lines
     assert unknown.error.code == -32602
-    assert after.is_error is False and m.__version__ in result_text(after)
+    assert after.is_error is False and m.__version__ in text(after)
     assert len(api.calls) == 1  # the invalid and unknown calls sent nothing
     call = api.calls[0].request
     assert call.headers["Authorization"] == f"Bearer {TOKEN}"
@@ -209,27 +178,25 @@ def test_no_token(harness, api, mode):
             refused_bad = await client.call_tool("missive_get_task", {"task_id": "a/b"})
             return info, listing, helped, refused, refused_bad
 
-    info, listing, helped, refused, refused_bad = run(body)
+    info, listing, helped, refused, refused_bad = run(body(), LIMIT)
     assert info.name == "missive"
     assert len(listing.tools) == 37
-    assert helped.is_error is False and "missive-mcp" in result_text(helped)
+    assert helped.is_error is False and "missive-mcp" in text(helped)
     assert refused.is_error is True
-    assert result_text(refused).startswith("MISSIVE_API_TOKEN is not set.")
+    assert text(refused).startswith("MISSIVE_API_TOKEN is not set.")
     assert refused_bad.is_error is True
-    assert result_text(refused_bad).startswith("MISSIVE_API_TOKEN is not set.")
-    assert "task_id" in result_text(refused_bad)  # argument problems are appended (§1.6)
+    assert text(refused_bad).startswith("MISSIVE_API_TOKEN is not set.")
+    assert "task_id" in text(refused_bad)  # argument problems are appended (§1.6)
     assert len(api.calls) == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_bad_configuration_still_serves_and_every_call_says_why(api, mode):
+def test_bad_configuration_still_serves_and_every_call_says_why(api, harness, mode):
     """A configuration mistake reaches the person in the client: the handshake works, the tools are listed, and
     every call (help included) answers with the mistake and how to fix it; nothing is sent."""
-    try:
+    with pytest.raises(m.ConfigError) as error:
         m.Config.from_env({"MISSIVE_API_TOKEN": TOKEN, "MISSIVE_API_URL": "http://[::1/v1", "MISSIVE_TOOLS": "bogus"})
-    except m.ConfigError as exc:
-        config = m.Config.failed(exc)
-    h = Harness(config)
+    h = harness(config=m.Config.failed(error.value))
 
     async def body():
         async with h.connect(mode) as client:
@@ -238,14 +205,11 @@ def test_bad_configuration_still_serves_and_every_call_says_why(api, mode):
             return listing, [await client.call_tool(name, args) for name, args in
                              [("missive_help", {}), ("missive_list_users", {}), ("missive_get_task", {"task_id": "x"})]]
 
-    try:
-        listing, results = run(body)
-    finally:
-        h.close()
+    listing, results = run(body(), LIMIT)
     assert len(listing.tools) == len(m.TOOLS)
     for result in results:
         assert result.is_error is True
-        message = result_text(result)
+        message = text(result)
         assert "MISSIVE_API_URL is not a valid URL" in message and "MISSIVE_TOOLS has unknown entries" in message
         assert "nothing was sent" in message and "restart" in message
     assert len(api.calls) == 0
@@ -280,12 +244,12 @@ def test_slow_call_does_not_block_other_requests(harness, api, mode):
             return listing, other, first
 
     try:
-        listing, other, first = run(body)
+        listing, other, first = run(body(), LIMIT)
     finally:
         release.set()
     assert len(listing.tools) == 37
-    assert other.is_error is False and json.loads(result_text(other))["organizations"][0]["id"] == "o1"
-    assert first.is_error is False and json.loads(result_text(first))["users"][0]["id"] == "u1"
+    assert other.is_error is False and json.loads(text(other))["organizations"][0]["id"] == "o1"
+    assert first.is_error is False and json.loads(text(first))["users"][0]["id"] == "u1"
 
 
 @pytest.mark.slow
@@ -317,119 +281,59 @@ def test_tools_list_and_help_answer_while_a_huge_hostile_body_converts(harness, 
             read = await asyncio.wait_for(reading, 100)
             return listing, helped, still_converting, read
 
-    listing, helped, still_converting, read = run(scenario, timeout=110)
+    listing, helped, still_converting, read = run(scenario(), 110)
     assert len(listing.tools) == 37 and helped.is_error is False
     assert still_converting, "the body converted before tools/list and missive_help were answered"
-    assert read.is_error is False and len(result_text(read)) > 100_000
+    assert read.is_error is False and len(text(read)) > 100_000
 
 
 # ---- a real subprocess over stdio ---------------------------------------------------------------------------------
 
-class FakeMissive(http.server.ThreadingHTTPServer):
-    """Just enough of Missive: GET /v1/users, and a record of every request."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        self.seen = []
-        super().__init__(("127.0.0.1", 0), self.Handler)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.server.seen.append((self.command, self.path, self.headers.get("Authorization")))
-            if self.path.split("?")[0] == "/v1/users":
-                body, status = json.dumps({"users": [{"id": "u1", "name": "A", "me": True}]}).encode(), 200
-            else:
-                body, status = b'{"error":"not found"}', 404
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-
-def _pump(stream, sink):
-    for line in iter(stream.readline, b""):
-        sink.put(line)
-    sink.put(None)
+# What the shared fake's seeded GET /users becomes: its four users, compact, each fact once (read off the seed).
+FAKE_USERS_TEXT = json.dumps({"users": [
+    {"id": "b5c6d7e8-f901-4a2b-8c3d-4e5f6a7b8c04", "name": "Priya Natarajan", "email": "priya@northwind.test",
+     "avatar_url": "https://avatars.example/priya.png", "me": True},
+    {"id": "2d3538b7-ac84-54fb-a253-c0dbee0335fd", "name": "Marcus Bell", "email": "marcus@northwind.test",
+     "avatar_url": "https://avatars.example/marcus.png"},
+    {"id": "c20bca83-c231-5e2d-a6f8-0ffe6e97b087", "name": "Aiko Tanaka", "email": "aiko@northwind.test",
+     "avatar_url": "https://avatars.example/aiko.png"},
+    {"id": "e1c07b80-4de2-5a1d-920d-0052a0364343", "name": "Léa Dubois", "email": "lea@contoso.test",
+     "avatar_url": "https://avatars.example/lea.png"},
+]}, ensure_ascii=False, separators=(",", ":"))
 
 
 @pytest.mark.slow
-def test_stdio_subprocess_end_to_end():
-    fake = FakeMissive()
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
-    env.update(MISSIVE_API_TOKEN=TOKEN, MISSIVE_API_URL=f"http://127.0.0.1:{fake.server_address[1]}/v1",
-               PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "missive_mcp.py"], cwd=REPO, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = queue.Queue(), queue.Queue()
-    threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True).start()
-    threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True).start()
-    lines = []
+def test_stdio_subprocess_end_to_end(fake, stdio):
+    server = stdio()  # conftest's fake, with its own token; otherwise a real client's environment
+    server.request(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                     "clientInfo": {"name": "t", "version": "0"}})
+    init = server.response(1, WAIT)["result"]
+    assert init["protocolVersion"] == "2025-11-25"
+    assert init["serverInfo"]["name"] == "missive"
+    assert init["serverInfo"]["version"] == m.__version__
+    assert init["capabilities"]["tools"]["listChanged"] is True
+    assert init["instructions"] == m.INSTRUCTIONS
+    server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
-    def send(message):
-        proc.stdin.write((json.dumps(message) + "\n").encode())
-        proc.stdin.flush()
+    server.request(2, "tools/list", {})
+    tools = server.response(2, WAIT)["result"]["tools"]
+    assert len(tools) == 37 and sorted(t["name"] for t in tools) == sorted(SPEC)
+    assert {t["name"]: t["annotations"] for t in tools} == {name: expected_annotations(name) for name in SPEC}
 
-    def receive(request_id):
-        """The response to request_id; notifications met on the way are kept in `lines` too."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            line = out.get(timeout=max(deadline - time.monotonic(), 0.01))
-            assert line is not None, "the server closed stdout"
-            lines.append(line)
-            message = json.loads(line)
-            if message.get("id") == request_id:
-                return message
+    server.request(3, "tools/call", {"name": "missive_list_users", "arguments": {}})
+    called = server.response(3, WAIT)["result"]
+    assert called.get("isError") is not True
+    assert called["content"] == [{"type": "text", "text": FAKE_USERS_TEXT}]
+    sent = [(r.method, r.path, r.query, r.headers.get("authorization")) for r in fake.received()]
+    assert sent == [("GET", "/v1/users", {}, f"Bearer {fake.token}")]
 
-    try:
-        send({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-              "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                         "clientInfo": {"name": "t", "version": "0"}}})
-        init = receive(1)["result"]
-        assert init["protocolVersion"] == "2025-11-25"
-        assert init["serverInfo"]["name"] == "missive"
-        assert init["serverInfo"]["version"] == m.__version__
-        assert init["capabilities"]["tools"]["listChanged"] is True
-        assert init["instructions"] == m.INSTRUCTIONS
-        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    server.request(4, "tools/call", {"name": "missive_get_contact", "arguments": {"contact_id": "a/b"}})
+    assert server.response(4, WAIT)["result"]["isError"] is True
+    assert len(fake.received()) == 1
 
-        send({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})
-        tools = receive(2)["result"]["tools"]
-        assert len(tools) == 37 and sorted(t["name"] for t in tools) == sorted(SPEC)
-        assert {t["name"]: t["annotations"] for t in tools} == {name: expected_annotations(name) for name in SPEC}
-
-        send({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-              "params": {"name": "missive_list_users", "arguments": {}}})
-        called = receive(3)["result"]
-        assert called.get("isError") is not True
-        assert called["content"] == [{"type": "text", "text": '{"users":[{"id":"u1","name":"A","me":true}]}'}]
-        assert fake.seen == [("GET", "/v1/users", f"Bearer {TOKEN}")]
-
-        send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
-              "params": {"name": "missive_get_contact", "arguments": {"contact_id": "a/b"}}})
-        assert receive(4)["result"]["isError"] is True
-        assert len(fake.seen) == 1
-
-        proc.stdin.close()
-        assert proc.wait(timeout=5) == 0  # closing stdin ends the server promptly and cleanly
-        while (line := out.get(timeout=WAIT)) is not None:
-            lines.append(line)
-        for line in lines:  # stdout carries JSON-RPC and nothing else
-            assert line.endswith(b"\n")
-            assert json.loads(line)["jsonrpc"] == "2.0", line
-        stderr = b"".join(iter(lambda: err.get(timeout=WAIT), None)).decode(errors="replace")
-        assert TOKEN not in stderr and "Traceback" not in stderr, stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=WAIT)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if not stream.closed:
-                stream.close()
-        fake.shutdown()
-        fake.server_close()
+    assert server.close() == 0  # closing stdin ends the server promptly and cleanly
+    for line in server.lines:  # stdout carries JSON-RPC and nothing else
+        assert line.endswith(b"\n")
+        assert json.loads(line)["jsonrpc"] == "2.0", line
+    stderr = server.stderr.decode(errors="replace")
+    assert fake.token not in stderr and "Traceback" not in stderr, stderr

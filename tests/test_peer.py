@@ -10,50 +10,38 @@ deadline plus several seconds of slack, so a loaded machine cannot make a test f
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
 
 import missive_mcp as m
+from conftest import client_factory, text, timed
 from fake_missive import HOSTILE_ERROR_BODIES, FakeMissive
 
-REPO = Path(__file__).resolve().parent.parent
-TOKEN = "test-token"
+TOKEN = "test-token"  # FakeMissive's default
 DEADLINE = 2.0
 SLACK = 4.0  # far below the 30 s a fault would hold the call, far above a loaded machine's scheduling noise
 
 
-@pytest.fixture
-def fake():
-    with FakeMissive(token=TOKEN, latency=0.0) as server:
-        yield server
+# Against conftest's fake: the deadline above, a read timeout far beyond it (so the deadline is what ends a stall)
+# and a tiny backoff.
+clients = client_factory(token=TOKEN, deadline=DEADLINE, rate_wait=DEADLINE, read_timeout=30.0, connect_timeout=2.0,
+                         backoff_base=0.01)
 
 
 @pytest.fixture
-def client(fake):
-    cfg = m.Config(token=TOKEN, api_url=fake.url, deadline=DEADLINE, read_timeout=30.0, connect_timeout=2.0,
-                   rate_wait=DEADLINE)
-    made = m.MissiveClient(cfg, backoff_base=0.01)
+def client(fake, clients):
+    """One (Config, MissiveClient) against the fake; the token's user counts as looked up, so a call sends only
+    its own request."""
+    cfg, made = clients(fake.url)
     made.me = {}
-    yield cfg, made
-    made.close()
+    return cfg, made
 
 
-def timed(client, tool, args=None):
-    cfg, made = client
-    started = time.monotonic()
-    result = asyncio.run(m.call_tool(cfg, made, tool, args or {}))
-    return result, result.content[0].text, time.monotonic() - started
-
-
-def post_args(fake, text):
-    return {"conversation": fake.data["conversations"][0]["id"], "text": text}
+def post_args(fake, text_):
+    return {"conversation": fake.data["conversations"][0]["id"], "text": text_}
 
 
 # ---- every call ends by its deadline, whatever the peer does ----------------------------------------------------------
@@ -72,7 +60,8 @@ DRIPS = {
 def test_dripping_or_stalling_peer_cannot_outlive_the_deadline(fake, client, kind):
     """test_header_drip_cannot_outlive_the_deadline and its siblings for chunk sizes, bodies and stalls."""
     fake.inject(kind, times=5, path_prefix="/users", **DRIPS[kind])
-    result, message, elapsed = timed(client, "missive_list_users")
+    result, elapsed = timed(*client, "missive_list_users")
+    message = text(result)
     assert result.is_error
     assert "deadline" in message and "MISSIVE_DEADLINE" in message
     assert elapsed < DEADLINE + SLACK
@@ -101,7 +90,7 @@ def test_five_dripping_calls_cannot_starve_the_next_one_past_a_deadline(fake, cl
 
     dripped, after, waited = asyncio.run(scenario())
     assert all(result.is_error for result in dripped)
-    assert not after.is_error, after.content[0].text
+    assert not after.is_error, text(after)
     assert waited < DEADLINE + SLACK
 
 
@@ -124,7 +113,8 @@ def _inject(fake, kind, **options):
 @pytest.mark.parametrize("kind", BROKEN)
 def test_broken_answer_to_a_read_is_retried_then_succeeds(fake, client, kind):
     _inject(fake, kind, times=1, method="GET", path_prefix="/users", **BROKEN[kind])
-    result, message, _ = timed(client, "missive_list_users")
+    result, _ = timed(*client, "missive_list_users")
+    message = text(result)
     assert not result.is_error, message
     assert '"users"' in message
     assert len(fake.received("GET", "/users")) == 2
@@ -133,7 +123,8 @@ def test_broken_answer_to_a_read_is_retried_then_succeeds(fake, client, kind):
 @pytest.mark.parametrize("kind", BROKEN)
 def test_broken_answer_to_a_read_every_time_is_a_network_error_not_internal(fake, client, kind):
     _inject(fake, kind, times=5, method="GET", path_prefix="/users", **BROKEN[kind])
-    result, message, _ = timed(client, "missive_list_users")
+    result, _ = timed(*client, "missive_list_users")
+    message = text(result)
     assert result.is_error
     assert message.startswith("Missive API request failed: ") and "Internal error" not in message
     assert message.count("\n") == 1 and "\nHint: " in message
@@ -146,7 +137,8 @@ def test_lost_answer_to_a_write_is_outcome_unknown_and_never_repeated(fake, clie
         fake.inject("late", method="POST", path_prefix="/posts", seconds=0.2, drop=True)
     else:
         _inject(fake, kind, method="POST", path_prefix="/posts", **BROKEN[kind])
-    result, message, _ = timed(client, "missive_create_post", post_args(fake, f"lost {kind}"))
+    result, _ = timed(*client, "missive_create_post", post_args(fake, f"lost {kind}"))
+    message = text(result)
     assert result.is_error
     assert "The outcome is unknown" in message and "before repeating" in message
     assert len(fake.applied_writes("POST", "/posts")) == 1  # applied once, never sent again
@@ -156,7 +148,8 @@ def test_lost_answer_to_a_write_is_outcome_unknown_and_never_repeated(fake, clie
                                            ("big_after_write", {})])
 def test_late_or_oversized_answer_to_a_post_is_outcome_unknown(fake, client, kind, options):
     fake.inject(kind, method="POST", path_prefix="/posts", **options)
-    result, message, elapsed = timed(client, "missive_create_post", post_args(fake, f"late {kind}"))
+    result, elapsed = timed(*client, "missive_create_post", post_args(fake, f"late {kind}"))
+    message = text(result)
     assert result.is_error
     assert "The outcome is unknown" in message
     assert "ask for less" not in message.lower() and "try again" not in message.lower()
@@ -167,8 +160,9 @@ def test_late_or_oversized_answer_to_a_post_is_outcome_unknown(fake, client, kin
 def test_lost_answer_to_a_patch_says_it_may_have_been_applied(fake, client):
     fake.inject("big_after_write", method="PATCH")
     conversation = fake.data["conversations"][0]["id"]
-    result, message, _ = timed(client, "missive_update_conversations",
-                               {"ids": [conversation], "conversations": [{"id": conversation, "subject": "x"}]})
+    result, _ = timed(*client, "missive_update_conversations",
+                      {"ids": [conversation], "conversations": [{"id": conversation, "subject": "x"}]})
+    message = text(result)
     assert result.is_error
     assert "may or may not have been applied" in message and "idempotent" in message
     assert len(fake.applied_writes("PATCH")) == 1
@@ -176,14 +170,16 @@ def test_lost_answer_to_a_patch_says_it_may_have_been_applied(fake, client):
 
 def test_deeply_nested_json_answer_is_a_clear_error(fake, client):
     fake.inject("deep_json", times=3, path_prefix="/users", depth=100_000)
-    result, message, _ = timed(client, "missive_list_users")
+    result, _ = timed(*client, "missive_list_users")
+    message = text(result)
     assert result.is_error and "nests deeper than" in message and "Internal error" not in message
 
 
 def test_moderately_deep_json_answer_is_refused_before_shaping(fake, client):
     """Deep enough for json to parse but not for recursive shaping: refused at a stated depth."""
     fake.inject("deep_json", times=3, path_prefix="/users", depth=500)
-    result, message, _ = timed(client, "missive_list_users")
+    result, _ = timed(*client, "missive_list_users")
+    message = text(result)
     assert result.is_error and f"nests deeper than {m.MAX_JSON_DEPTH} levels" in message
 
 
@@ -192,7 +188,8 @@ def test_moderately_deep_json_answer_is_refused_before_shaping(fake, client):
 @pytest.mark.parametrize("where, status", [("json", 200), ("error", 401), ("text", 500)])
 def test_token_echoed_with_json_escapes_never_reaches_the_model(fake, client, where, status):
     fake.inject("token_echo", times=3, path_prefix="/users", where=where, status=status)
-    result, message, _ = timed(client, "missive_list_users")
+    result, _ = timed(*client, "missive_list_users")
+    message = text(result)
     escaped = "".join(f"\\u{ord(c):04x}" for c in TOKEN)
     assert TOKEN not in message and escaped not in message.lower()
     assert "[redacted]" in message or result.is_error
@@ -201,7 +198,8 @@ def test_token_echoed_with_json_escapes_never_reaches_the_model(fake, client, wh
 @pytest.mark.parametrize("body", HOSTILE_ERROR_BODIES)
 def test_error_text_cannot_pose_as_the_servers_own_hint(fake, client, body):
     fake.inject("error", status=422, body=body, path_prefix="/users")
-    result, message, _ = timed(client, "missive_list_users")
+    result, _ = timed(*client, "missive_list_users")
+    message = text(result)
     assert result.is_error
     lines = message.split("\n")
     assert len(lines) == 2 and lines[1].startswith("Hint: Missive rejected the values")
@@ -209,15 +207,10 @@ def test_error_text_cannot_pose_as_the_servers_own_hint(fake, client, body):
     assert len(lines[0]) < 600
 
 
-def test_hostile_names_reach_the_model_only_as_visible_text(client):
+def test_hostile_names_reach_the_model_only_as_visible_text(clients):
     with FakeMissive(token=TOKEN, hostile_names=True) as fake:
-        cfg = m.Config(token=TOKEN, api_url=fake.url, deadline=10.0)
-        made = m.MissiveClient(cfg)
-        try:
-            result = asyncio.run(m.call_tool(cfg, made, "missive_list_organizations", {}))
-        finally:
-            made.close()
-    message = result.content[0].text
+        result, _ = timed(*clients(fake.url, deadline=10.0), "missive_list_organizations")
+    message = text(result)
     data = json.loads(message)
     for organization in data["organizations"]:
         name = organization.get("name", "")
@@ -239,7 +232,7 @@ class _RecordingProxy(BaseHTTPRequestHandler):
         pass
 
 
-def test_http_loopback_never_sends_the_token_through_an_environment_proxy(fake, monkeypatch):
+def test_http_loopback_never_sends_the_token_through_an_environment_proxy(fake, clients, monkeypatch):
     proxy = HTTPServer(("127.0.0.1", 0), _RecordingProxy)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     address = f"http://127.0.0.1:{proxy.server_address[1]}"
@@ -247,65 +240,40 @@ def test_http_loopback_never_sends_the_token_through_an_environment_proxy(fake, 
         monkeypatch.setenv(name, address)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    cfg = m.Config(token=TOKEN, api_url=fake.url, deadline=10.0)
-    made = m.MissiveClient(cfg)
     try:
-        result = asyncio.run(m.call_tool(cfg, made, "missive_list_users", {}))
+        result, _ = timed(*clients(fake.url, deadline=10.0), "missive_list_users")
     finally:
-        made.close()
         proxy.shutdown()
         proxy.server_close()  # shutdown() only stops the loop; the listening socket stays open until closed
-    assert not result.is_error, result.content[0].text
+    assert not result.is_error, text(result)
     assert _RecordingProxy.seen == []
     assert len(fake.received("GET", "/users")) == 1
 
 
-def test_https_keeps_the_companys_proxy_and_ca_settings(monkeypatch):
+def test_https_keeps_the_companys_proxy_and_ca_settings(clients, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.test:3128")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp-ca.pem")
-    made = m.MissiveClient(m.Config(token=TOKEN))
-    try:
-        settings = made.session.merge_environment_settings(m.DEFAULT_API_URL + "/users", {}, None, None, None)
-    finally:
-        made.close()
+    _, made = clients(m.DEFAULT_API_URL)
+    settings = made.session.merge_environment_settings(m.DEFAULT_API_URL + "/users", {}, None, None, None)
     assert settings["proxies"].get("https") == "http://proxy.corp.test:3128"  # a CONNECT tunnel: TLS end to end
     assert settings["verify"] == "/etc/corp-ca.pem"
 
 
 @pytest.mark.slow
-def test_debug_log_level_never_writes_argument_values(fake):
+def test_debug_log_level_never_writes_argument_values(fake, stdio):
     """MISSIVE_LOG_LEVEL=debug must not make the SDK or urllib3 log request lines or message contents."""
     needle = "needle-9137@secret.example"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
-    env.update({"MISSIVE_API_TOKEN": TOKEN, "MISSIVE_API_URL": fake.url, "MISSIVE_LOG_LEVEL": "debug"})
     book = fake.data["contact_books"][0]["id"]
-    lines = [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-            "name": "missive_list_contacts", "arguments": {"contact_book": book, "search": needle}}},
-    ]
-    process = subprocess.Popen([sys.executable, str(REPO / "missive_mcp.py")], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    stdin = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    process.stdin.write(stdin)
-    process.stdin.flush()
-    answers = []
-    while len(answers) < 2:
-        line = process.stdout.readline()
-        if not line:
-            break
-        answers.append(json.loads(line))
-    process.stdin.close()
-    process.wait(timeout=30)
-    err = process.stderr.read()
-    process.stdout.close()
-    process.stderr.close()
-    assert any(answer.get("id") == 2 for answer in answers)
+    server = stdio(MISSIVE_LOG_LEVEL="debug")
+    server.initialize()
+    server.request(2, "tools/call", {"name": "missive_list_contacts",
+                                     "arguments": {"contact_book": book, "search": needle}})
+    assert server.wait_for(2, 30) and server.answered(2)
+    server.close()
+    err = server.stderr.decode()
     assert len(fake.received("GET", "/contacts")) == 1  # the search really went out
-    assert needle not in err.decode() and "search=" not in err.decode()
-    assert "tool=missive_list_contacts" in err.decode()  # debug still shows this module's own lines
+    assert needle not in err and "search=" not in err
+    assert "tool=missive_list_contacts" in err  # debug still shows this module's own lines
 
 
 # ---- the soak: hostile-peer faults mixed into ordinary traffic ------------------------------------------------------
@@ -321,16 +289,15 @@ SOAK_FAULTS = (
 
 
 @pytest.mark.slow
-def test_soak_with_hostile_peer_faults_loses_nothing_and_duplicates_nothing():
+def test_soak_with_hostile_peer_faults_loses_nothing_and_duplicates_nothing(clients):
     """300 calls, 20 % of them meeting a hostile fault: 0 internal errors, 0 duplicate writes, every call
     answered within its deadline plus the margin, and the budget back at zero."""
     deadline = 2.0
     with FakeMissive(token=TOKEN, latency=0.002, seed=7, windows=((400, 1.0),)) as fake:
         fake.fault_rate = 0.2
         fake.fault_kinds = SOAK_FAULTS
-        cfg = m.Config(token=TOKEN, api_url=fake.url, deadline=deadline, rate_wait=deadline, read_timeout=1.0,
-                       connect_timeout=1.0)
-        made = m.MissiveClient(cfg, m.RateBudget(windows=((400, 1.0),)), backoff_base=0.01)
+        cfg, made = clients(fake.url, deadline=deadline, rate_wait=deadline, read_timeout=1.0, connect_timeout=1.0,
+                            windows=((400, 1.0),))
         made.me = {}
         conversations = [c["id"] for c in fake.data["conversations"] if not c.get("_guest_only")][:40]
         calls = []
@@ -365,12 +332,11 @@ def test_soak_with_hostile_peer_faults_loses_nothing_and_duplicates_nothing():
                 time.sleep(0.05)
             in_flight = made.budget.in_flight
         finally:
-            made.close()
             fake.fault_rate = 0.0
         writes = fake.applied_writes()
     problems = []
     for name, args, result, elapsed in outcomes:
-        message = result.content[0].text
+        message = text(result)
         if elapsed > deadline + 1.0 + SLACK:
             problems.append(f"{name} took {elapsed:.1f} s")
         if "Internal error" in message:
@@ -398,7 +364,7 @@ def test_soak_with_hostile_peer_faults_loses_nothing_and_duplicates_nothing():
     assert sum(1 for rec in fake.received() if rec.status in (0, 500, 503)) >= 20  # the faults did happen
 
 
-def test_https_proxy_dripping_its_connect_answer_cannot_outlive_the_deadline(monkeypatch):
+def test_https_proxy_dripping_its_connect_answer_cannot_outlive_the_deadline(clients, monkeypatch):
     """The CONNECT answer is read before TLS: the socket is registered right after the TCP connect, so the
     deadline's teardown reaches it and the slot comes back."""
     import socket
@@ -431,13 +397,10 @@ def test_https_proxy_dripping_its_connect_answer_cannot_outlive_the_deadline(mon
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    cfg = m.Config(token=TOKEN, api_url="https://missive.test/v1", deadline=DEADLINE, rate_wait=DEADLINE)
-    made = m.MissiveClient(cfg)
+    cfg, made = clients("https://missive.test/v1")
     made.me = {}
     try:
-        started = time.monotonic()
-        result = asyncio.run(m.call_tool(cfg, made, "missive_list_users", {}))
-        elapsed = time.monotonic() - started
+        result, elapsed = timed(cfg, made, "missive_list_users")
         settled = time.monotonic() + SLACK
         while made.budget.in_flight and time.monotonic() < settled:
             time.sleep(0.01)
@@ -445,8 +408,7 @@ def test_https_proxy_dripping_its_connect_answer_cannot_outlive_the_deadline(mon
     finally:
         stop.set()
         listener.close()
-        made.close()
-    assert result.is_error and "deadline" in result.content[0].text
+    assert result.is_error and "deadline" in text(result)
     assert elapsed < DEADLINE + SLACK
 
 
@@ -457,5 +419,6 @@ def test_a_retry_time_that_is_not_a_number_is_no_internal_error(fake, client, he
     with pytest.MonkeyPatch.context() as patch:
         real = m._retry_after
         patch.setattr(m, "_retry_after", lambda headers: real({header: value}))
-        result, message, _ = timed(client, "missive_list_users")
+        result, _ = timed(*client, "missive_list_users")
+        message = text(result)
     assert "Internal error" not in message

@@ -557,19 +557,28 @@ def test_result_is_compact_json(api):
 
 @pytest.mark.parametrize("tool_name, args, status", [
     ("missive_create_draft", {"body": "hi"}, 201),
+    ("missive_create_draft", {"body": "hi"}, 200),
     ("missive_create_post", {"text": "note", "conversation": "c1"}, 201),
     ("missive_update_task", {"task_id": "t1", "state": "closed"}, 200),
+    ("missive_update_task", {"task_id": "t1", "state": "closed"}, 204),
     ("missive_get_contact", {"contact_id": "c1"}, 200),
+    ("missive_list_users", {}, 200),
 ])
 def test_empty_success_body(api, tool_name, args, status):
     raw = _run(api, tool_name, args, b"", status=status)
     assert raw == '{"ok":true,"status":%d,"note":"Missive returned no body"}' % status
 
 
-def test_non_json_success_body_is_ok_with_preview(api):
+@pytest.mark.parametrize("tool_name, args, status", [
+    ("missive_create_post", {"markdown": "x"}, 201),
+    ("missive_create_draft", {"subject": "Hello", "body": "Draft body"}, 201),
+    ("missive_update_task", {"task_id": "task-1", "title": "New title"}, 200),
+])
+def test_non_json_success_body_to_a_write_is_ok_with_preview(api, tool_name, args, status):
+    """A read that got no JSON is an error (test_errors.py); a write that did is not: it happened."""
     page = "<html><body>" + "Saved. " * 60 + "</body></html>"
-    raw = _run(api, "missive_create_post", {"markdown": "x"}, page, status=201, content_type="text/html")
-    assert json.loads(raw) == {"ok": True, "status": 201, "note": "Missive returned a non-JSON body",
+    raw = _run(api, tool_name, args, page, status=status, content_type="text/html")
+    assert json.loads(raw) == {"ok": True, "status": status, "note": "Missive returned a non-JSON body",
                                "preview": page[:200]}
     assert raw == json.dumps(json.loads(raw), separators=(",", ":"), ensure_ascii=False)
 

@@ -5,7 +5,6 @@ must be exactly the listed ones unless the row says otherwise, so a rule that st
 reports at the wrong place fails.
 """
 
-import asyncio
 import json
 
 import pytest
@@ -677,26 +676,16 @@ def test_no_token_appends_argument_problems(api):
 
 
 @pytest.mark.parametrize("name", ["missive_delete_draft", "missive_send_draft", "", "MISSIVE_LIST_USERS"])
-def test_unknown_tool_is_a_protocol_error(api, name):
-    config = make_config()
-    client = m.MissiveClient(config, backoff_base=0.0)
-    try:
-        with pytest.raises(MCPError) as raised:
-            asyncio.run(m.call_tool(config, client, name, {}))
-    finally:
-        client.close()
+def test_unknown_tool_is_a_protocol_error(api, clients, name):
+    with pytest.raises(MCPError) as raised:
+        call(name, {}, *clients())
     assert raised.value.code == -32602
     assert len(api.calls) == 0
 
 
-def test_unknown_tool_beats_missing_token(api):
-    config = make_config(token=None)
-    client = m.MissiveClient(config)
-    try:
-        with pytest.raises(MCPError) as raised:
-            asyncio.run(m.call_tool(config, client, "missive_delete_post", {"bogus": 1}))
-    finally:
-        client.close()
+def test_unknown_tool_beats_missing_token(api, clients):
+    with pytest.raises(MCPError) as raised:
+        call("missive_delete_post", {"bogus": 1}, *clients(token=None))
     assert raised.value.code == -32602
 
 
