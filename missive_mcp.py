@@ -24,8 +24,8 @@ Audit map (top to bottom; "core" is what a security review reads, the rest is te
     core      The HTTP chokepoint (the only place a status becomes an error), the rate budget, MCP wiring
     text      Help text: the instructions and the missive_help topics
     core      Command line: serve, --check, --list-tools, --write-schemas, --print-config
-    helpers   Appendix: pure functions, standard library only, linear and bounded: views, quoted history,
-              timelines, the remote-content scan, the HTML renderer
+    helpers   Appendix: pure functions, standard library only, linear and bounded: problem and result text,
+              views, quoted history, timelines, the remote-content scan, the HTML renderer
 
 Quick start
     pip install mcp requests jsonschema
@@ -1536,66 +1536,6 @@ def _oversized(value, max_values=MAX_ARGUMENT_VALUES) -> str | None:
     return None
 
 
-_TYPE_NAMES = {"string": "a string", "integer": "an integer", "boolean": "a boolean (true or false)",
-               "array": "an array", "object": "an object"}
-
-
-def _describe(error, tool: Tool) -> Iterable[str]:
-    """Turn one jsonschema error into problems located at the offending key (S3, S4, S5)."""
-    loc, kind, rule, value = _loc(error.absolute_path), error.validator, error.validator_value, error.instance
-    if kind == "additionalProperties":
-        known = error.schema.get("properties", {})
-        for key in (k for k in value if k not in known):
-            reason = tool.refused.get(key) if not error.absolute_path else None
-            yield f"{_at(loc, key)}: {reason or 'unknown argument'}"
-        return
-    if kind == "required":
-        for key in (k for k in rule if k not in value):
-            yield f"{_at(loc, key)}: is required"
-        return
-    if kind == "dependentRequired":
-        for key, needs in rule.items():
-            for need in (n for n in needs if key in value and n not in value):
-                yield f"{_at(loc, need)}: is required with {key}"
-        return
-    if kind == "pattern":
-        message = {ID_PATTERN: "is not a valid id (1-128 letters, digits, _ or -)",
-                   NO_WHITESPACE: "must not contain whitespace",
-                   NOT_BLANK: "must not be blank"}.get(rule, f"must match {rule}")
-        message = f"{_short(value)} {message}"
-    else:
-        size = len(value) if isinstance(value, (str, list, dict)) else 0
-        message = {
-            "type": lambda: f"must be {_TYPE_NAMES.get(rule, rule)}",
-            "enum": lambda: f"{_short(value)} is not one of: {', '.join(map(str, rule))}",
-            "minLength": lambda: "must not be empty" if rule == 1 else f"must be at least {rule} characters",
-            "maxLength": lambda: f"must be at most {rule} characters (got {size:,})",
-            "minItems": lambda: f"must have at least {rule} item{'s' if rule > 1 else ''}",
-            "maxItems": lambda: f"must have at most {rule} items (got {size:,})",
-            "minimum": lambda: f"must be at least {rule}",
-            "maximum": lambda: f"must be at most {rule}",
-            "uniqueItems": lambda: "must not contain duplicates",
-            "minProperties": lambda: "must not be empty: give at least one field",
-        }.get(kind, lambda: error.message[:200])()
-    yield f"{loc or 'arguments'}: {message}"
-
-
-def _loc(path: Iterable) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _at(loc: str, key) -> str:
-    return _loc([loc, key]) if loc else _loc([key])
-
-
-def _short(value) -> str:
-    text = repr(value) if not isinstance(value, (list, dict)) else _compact(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _path_values(tool: Tool, args: dict) -> dict[str, list[tuple[str, Any]]]:
     """(location, value) pairs of every value that goes into the URL path, per path parameter."""
     out = {}
@@ -1667,40 +1607,6 @@ def shape_reply(call: Call, reply: Reply) -> str:
     return text.replace(token, "[redacted]") if token and token in text else text
 
 
-def shape_bodies(data, key: str, body_format: str = "text", max_chars: int = 20000, deadline: float | None = None,
-                 quoted: str = "keep"):
-    """Turn the HTML ``body`` of each message under ``key`` into readable text (unless html is asked for), capped."""
-    messages = data.get(key) if isinstance(data, dict) else None
-    for message in messages if isinstance(messages, list) else [messages]:
-        if isinstance(message, dict) and isinstance(message.get("body"), str):
-            message["body"] = readable_body(message["body"], max_chars, deadline, body_format, quoted)
-    return data
-
-
-def readable_body(body: str, max_chars: int, deadline: float | None = None, body_format: str = "text",
-                  quoted: str = "keep", cut_hint: str = "") -> str:
-    """A body as a person reads it, cut at max_chars with a note saying so; quoted history kept or dropped."""
-    text, more = body, 0
-    if body_format == "text" and re.search(r"<[A-Za-z!/]", body):
-        rendered = render_html(body, max_chars, deadline)
-        text, more = rendered.text, len(body) - rendered.consumed
-        if rendered.stopped == "deadline":
-            text += (f"\n[… conversion stopped at the call's deadline (MISSIVE_DEADLINE) with {more:,} characters "
-                     "of HTML left; read the message alone or with body_format html]")
-            more = 0
-    note = ""
-    if body_format == "text" and quoted == "drop":
-        new, history = split_quoted_history(text)
-        if history:
-            text, note = new, f"[quoted history omitted ({history.count(chr(10)) + 1:,} lines); " \
-                              "quoted_history: keep shows it]"
-    if len(text) > max_chars or more:
-        left = f"{len(text) - max_chars:,} more characters" if not more else f"the rest ({more:,} characters of HTML)"
-        text = text[:max_chars] + f"\n[… {left} cut at " + \
-            (cut_hint or f"max_body_chars={max_chars}; call again with a larger max_body_chars to read them]")
-    return f"{text}\n{note}" if note and text else note or text
-
-
 def clean_answer(value, token: str | None, depth: int = 1):
     """Every string of a parsed answer (keys too) as a person would see it, with the token removed.
 
@@ -1722,39 +1628,6 @@ def _clean_string(text: str, token: str | None) -> str:
     text = visible_text(text)
     # After cleaning: a token split by zero-width characters is whole again here.
     return text.replace(token, "[redacted]") if token and token in text else text
-
-
-def prune(value):
-    """Drop keys whose value is null, false, "" or [] at every depth; keep array elements as they are."""
-    if isinstance(value, dict):
-        return {key: prune(item) for key, item in value.items()
-                if item is not None and item is not False and item != "" and item != []}
-    if isinstance(value, list):
-        return [prune(item) for item in value]
-    return value
-
-
-def next_page(tool: Tool, passed: dict, data) -> dict | None:
-    """The exact arguments of the next page when this page came back full (O3), else None."""
-    if tool.paging is None or not isinstance(data, dict) or not isinstance(data.get(tool.paging[1]), list):
-        return None
-    kind, key, default_limit, cursor = tool.paging
-    items, limit = data[key], passed.get("limit", default_limit)
-    if len(items) < limit:
-        return None
-    if kind == "offset":
-        return {**passed, "offset": passed.get("offset", 0) + limit}
-    stamps = [item[cursor] for item in items if isinstance(item, dict) and type(item.get(cursor)) is int]
-    if not stamps:
-        return None
-    until = min(stamps)
-    if until == passed.get("until"):
-        until -= 1  # every item shares one timestamp: step past it so paging always advances
-    return {**passed, "until": until}
-
-
-def _compact(value) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -2200,28 +2073,6 @@ def _retry_after(headers) -> float | None:
     return min(max(seconds, 0.0), 900.0) if math.isfinite(seconds) else None
 
 
-ERROR_TEXT_SCAN = 65536  # characters of a non-JSON error body examined for its message
-
-
-def _error_message(reply: Reply) -> str | None:
-    """Missive's own words in an error body: its error/errors/message key, else the visible text of the start."""
-    data = reply.data
-    if isinstance(data, dict):
-        for key in ("error", "errors", "message"):
-            value = data.get(key)
-            if value:
-                if isinstance(value, dict) and isinstance(value.get("message"), str):
-                    value = value["message"]
-                return value if isinstance(value, str) else _compact(value)[:PEER_TEXT_CAP * 4]
-    source = reply.text[:ERROR_TEXT_SCAN] if reply.text else ("" if data is None else _compact(data)[:ERROR_TEXT_SCAN])
-    if "<" in source and ">" in source:
-        source = _HEADING_MARK.sub("", html_to_text(source, PEER_TEXT_CAP * 2))
-    return " ".join(source.split()) or None
-
-
-_HEADING_MARK = re.compile(r"(?m)^#{1,6} ")  # html_to_text marks headings; an error message needs no markup
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The rate budget: Missive's limits kept on this side, shared by every tool
 # ---------------------------------------------------------------------------------------------------------------------
@@ -2663,30 +2514,6 @@ def _is_our_snapshot(path: str, name: str) -> bool:
         isinstance(snapshot.get("inputSchema"), dict) and isinstance(snapshot.get("annotations"), dict)
 
 
-def client_config(client: str) -> tuple[str, str]:
-    """(where it goes, a ready-to-paste JSON configuration) for one MCP client, with a placeholder for the token."""
-    command, module = sys.executable, os.path.abspath(__file__)
-    entry = {"command": command, "args": [module], "env": {"MISSIVE_API_TOKEN": "missive_pat-REPLACE-ME"}}
-    if client == "claude-desktop":
-        where = "claude_desktop_config.json (Settings → Developer → Edit Config)"
-        config = {"mcpServers": {"missive": entry}}
-    elif client == "claude-code":
-        where = ".mcp.json in your project (the token is read from your shell's MISSIVE_API_TOKEN)"
-        config = {"mcpServers": {"missive": {"type": "stdio", **entry,
-                                             "env": {"MISSIVE_API_TOKEN": "${MISSIVE_API_TOKEN}"}}}}
-    elif client == "cursor":
-        where = ("~/.cursor/mcp.json (or .cursor/mcp.json in a project); Cursor uses only 40 tools across all "
-                 "servers, so consider adding \"MISSIVE_TOOLS\": \"triage\" to env")
-        config = {"mcpServers": {"missive": entry}}
-    else:
-        where = ".vscode/mcp.json (VS Code asks for the token once and stores it securely)"
-        config = {"inputs": [{"type": "promptString", "id": "missive-token", "description": "Missive API token",
-                              "password": True}],
-                  "servers": {"missive": {"type": "stdio", **entry,
-                                          "env": {"MISSIVE_API_TOKEN": "${input:missive-token}"}}}}
-    return where, json.dumps(config, indent=2)
-
-
 CHECK_STATUS = {0: "the token works and every default is one of yours", 2: "bad configuration", 3: "no token",
                 4: "token rejected or no API access", 5: "other API error", 6: "network failure",
                 7: "a MISSIVE_DEFAULT_* id is not among the ones the token sees"}
@@ -2748,34 +2575,6 @@ def run_check(config: Config, out=sys.stdout) -> int:
     if picked:
         print("A default not set yet is the first one listed above; replace it with the id you want.", file=out)
     return 7 if wrong else 0
-
-
-def _print_ids(title: str, items: list, out) -> None:
-    print(f"\n{title} ({len(items)}):", file=out)
-    for item in items:
-        mark = "  (you)" if item.get("me") else ""
-        print(f"  {_shown(item.get('id'))}  {_shown(item.get('name') or item.get('email') or '')}{mark}", file=out)
-
-
-def _closest(key: str, value: str, kind: str, items: list) -> str:
-    """The line flagging a default that is not among the listed ids, with the closest valid choices."""
-    by_text = {}
-    for item in items:
-        if isinstance(item.get("id"), str) and _ID_RE.fullmatch(item["id"]):
-            by_text.setdefault(item["id"].lower(), item)
-            by_text.setdefault(str(item.get("name") or "").lower(), item)
-    close = difflib.get_close_matches(value.lower(), by_text, n=3, cutoff=0.3)
-    picks = list({id(by_text[text]): by_text[text] for text in close}.values()) or items[:3]
-    choices = "; ".join(f"{_shown(item.get('id'))} ({_shown(item.get('name') or '')})" for item in picks)
-    return (f"MISSIVE_DEFAULT_{key}={_shown(value)} is not one of the {len(items)} {kind} listed above"
-            + (f"; closest: {choices}" if choices else "") + ".")
-
-
-def _shown(value, limit: int = 80) -> str:
-    """Text from Missive made safe for a terminal: control, format and line-breaking characters escaped, capped."""
-    text = str(value)[:limit * 4]
-    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _ask_token(config: Config, stdin=None) -> Config:
@@ -2868,11 +2667,213 @@ def _run(options: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 # Appendix: pure helpers. Contract: pure functions of their arguments, standard library only, and linear
 # and bounded in time and memory for any input (each says its bound). They shape text; they decide nothing
-# about what is sent. Views, quoted history, timelines, the remote-content scan, and the HTML renderer.
+# about what is sent. Problem and result text, views, quoted history, timelines, the remote-content scan, and
+# the HTML renderer.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 
+
+
+_TYPE_NAMES = {"string": "a string", "integer": "an integer", "boolean": "a boolean (true or false)",
+               "array": "an array", "object": "an object"}
+
+
+def _describe(error, tool: Tool) -> Iterable[str]:
+    """Turn one jsonschema error into problems located at the offending key (S3, S4, S5)."""
+    loc, kind, rule, value = _loc(error.absolute_path), error.validator, error.validator_value, error.instance
+    if kind == "additionalProperties":
+        known = error.schema.get("properties", {})
+        for key in (k for k in value if k not in known):
+            reason = tool.refused.get(key) if not error.absolute_path else None
+            yield f"{_at(loc, key)}: {reason or 'unknown argument'}"
+        return
+    if kind == "required":
+        for key in (k for k in rule if k not in value):
+            yield f"{_at(loc, key)}: is required"
+        return
+    if kind == "dependentRequired":
+        for key, needs in rule.items():
+            for need in (n for n in needs if key in value and n not in value):
+                yield f"{_at(loc, need)}: is required with {key}"
+        return
+    if kind == "pattern":
+        message = {ID_PATTERN: "is not a valid id (1-128 letters, digits, _ or -)",
+                   NO_WHITESPACE: "must not contain whitespace",
+                   NOT_BLANK: "must not be blank"}.get(rule, f"must match {rule}")
+        message = f"{_short(value)} {message}"
+    else:
+        size = len(value) if isinstance(value, (str, list, dict)) else 0
+        message = {
+            "type": lambda: f"must be {_TYPE_NAMES.get(rule, rule)}",
+            "enum": lambda: f"{_short(value)} is not one of: {', '.join(map(str, rule))}",
+            "minLength": lambda: "must not be empty" if rule == 1 else f"must be at least {rule} characters",
+            "maxLength": lambda: f"must be at most {rule} characters (got {size:,})",
+            "minItems": lambda: f"must have at least {rule} item{'s' if rule > 1 else ''}",
+            "maxItems": lambda: f"must have at most {rule} items (got {size:,})",
+            "minimum": lambda: f"must be at least {rule}",
+            "maximum": lambda: f"must be at most {rule}",
+            "uniqueItems": lambda: "must not contain duplicates",
+            "minProperties": lambda: "must not be empty: give at least one field",
+        }.get(kind, lambda: error.message[:200])()
+    yield f"{loc or 'arguments'}: {message}"
+
+
+def _loc(path: Iterable) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _at(loc: str, key) -> str:
+    return _loc([loc, key]) if loc else _loc([key])
+
+
+def _short(value) -> str:
+    text = repr(value) if not isinstance(value, (list, dict)) else _compact(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def shape_bodies(data, key: str, body_format: str = "text", max_chars: int = 20000, deadline: float | None = None,
+                 quoted: str = "keep"):
+    """Turn the HTML ``body`` of each message under ``key`` into readable text (unless html is asked for), capped."""
+    messages = data.get(key) if isinstance(data, dict) else None
+    for message in messages if isinstance(messages, list) else [messages]:
+        if isinstance(message, dict) and isinstance(message.get("body"), str):
+            message["body"] = readable_body(message["body"], max_chars, deadline, body_format, quoted)
+    return data
+
+
+def readable_body(body: str, max_chars: int, deadline: float | None = None, body_format: str = "text",
+                  quoted: str = "keep", cut_hint: str = "") -> str:
+    """A body as a person reads it, cut at max_chars with a note saying so; quoted history kept or dropped."""
+    text, more = body, 0
+    if body_format == "text" and re.search(r"<[A-Za-z!/]", body):
+        rendered = render_html(body, max_chars, deadline)
+        text, more = rendered.text, len(body) - rendered.consumed
+        if rendered.stopped == "deadline":
+            text += (f"\n[… conversion stopped at the call's deadline (MISSIVE_DEADLINE) with {more:,} characters "
+                     "of HTML left; read the message alone or with body_format html]")
+            more = 0
+    note = ""
+    if body_format == "text" and quoted == "drop":
+        new, history = split_quoted_history(text)
+        if history:
+            text, note = new, f"[quoted history omitted ({history.count(chr(10)) + 1:,} lines); " \
+                              "quoted_history: keep shows it]"
+    if len(text) > max_chars or more:
+        left = f"{len(text) - max_chars:,} more characters" if not more else f"the rest ({more:,} characters of HTML)"
+        text = text[:max_chars] + f"\n[… {left} cut at " + \
+            (cut_hint or f"max_body_chars={max_chars}; call again with a larger max_body_chars to read them]")
+    return f"{text}\n{note}" if note and text else note or text
+
+
+def prune(value):
+    """Drop keys whose value is null, false, "" or [] at every depth; keep array elements as they are."""
+    if isinstance(value, dict):
+        return {key: prune(item) for key, item in value.items()
+                if item is not None and item is not False and item != "" and item != []}
+    if isinstance(value, list):
+        return [prune(item) for item in value]
+    return value
+
+
+def next_page(tool: Tool, passed: dict, data) -> dict | None:
+    """The exact arguments of the next page when this page came back full (O3), else None."""
+    if tool.paging is None or not isinstance(data, dict) or not isinstance(data.get(tool.paging[1]), list):
+        return None
+    kind, key, default_limit, cursor = tool.paging
+    items, limit = data[key], passed.get("limit", default_limit)
+    if len(items) < limit:
+        return None
+    if kind == "offset":
+        return {**passed, "offset": passed.get("offset", 0) + limit}
+    stamps = [item[cursor] for item in items if isinstance(item, dict) and type(item.get(cursor)) is int]
+    if not stamps:
+        return None
+    until = min(stamps)
+    if until == passed.get("until"):
+        until -= 1  # every item shares one timestamp: step past it so paging always advances
+    return {**passed, "until": until}
+
+
+def _compact(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+ERROR_TEXT_SCAN = 65536  # characters of a non-JSON error body examined for its message
+
+
+def _error_message(reply: Reply) -> str | None:
+    """Missive's own words in an error body: its error/errors/message key, else the visible text of the start."""
+    data = reply.data
+    if isinstance(data, dict):
+        for key in ("error", "errors", "message"):
+            value = data.get(key)
+            if value:
+                if isinstance(value, dict) and isinstance(value.get("message"), str):
+                    value = value["message"]
+                return value if isinstance(value, str) else _compact(value)[:PEER_TEXT_CAP * 4]
+    source = reply.text[:ERROR_TEXT_SCAN] if reply.text else ("" if data is None else _compact(data)[:ERROR_TEXT_SCAN])
+    if "<" in source and ">" in source:
+        source = _HEADING_MARK.sub("", html_to_text(source, PEER_TEXT_CAP * 2))
+    return " ".join(source.split()) or None
+
+
+_HEADING_MARK = re.compile(r"(?m)^#{1,6} ")  # html_to_text marks headings; an error message needs no markup
+
+
+def client_config(client: str) -> tuple[str, str]:
+    """(where it goes, a ready-to-paste JSON configuration) for one MCP client, with a placeholder for the token."""
+    command, module = sys.executable, os.path.abspath(__file__)
+    entry = {"command": command, "args": [module], "env": {"MISSIVE_API_TOKEN": "missive_pat-REPLACE-ME"}}
+    if client == "claude-desktop":
+        where = "claude_desktop_config.json (Settings → Developer → Edit Config)"
+        config = {"mcpServers": {"missive": entry}}
+    elif client == "claude-code":
+        where = ".mcp.json in your project (the token is read from your shell's MISSIVE_API_TOKEN)"
+        config = {"mcpServers": {"missive": {"type": "stdio", **entry,
+                                             "env": {"MISSIVE_API_TOKEN": "${MISSIVE_API_TOKEN}"}}}}
+    elif client == "cursor":
+        where = ("~/.cursor/mcp.json (or .cursor/mcp.json in a project); Cursor uses only 40 tools across all "
+                 "servers, so consider adding \"MISSIVE_TOOLS\": \"triage\" to env")
+        config = {"mcpServers": {"missive": entry}}
+    else:
+        where = ".vscode/mcp.json (VS Code asks for the token once and stores it securely)"
+        config = {"inputs": [{"type": "promptString", "id": "missive-token", "description": "Missive API token",
+                              "password": True}],
+                  "servers": {"missive": {"type": "stdio", **entry,
+                                          "env": {"MISSIVE_API_TOKEN": "${input:missive-token}"}}}}
+    return where, json.dumps(config, indent=2)
+
+
+def _print_ids(title: str, items: list, out) -> None:
+    print(f"\n{title} ({len(items)}):", file=out)
+    for item in items:
+        mark = "  (you)" if item.get("me") else ""
+        print(f"  {_shown(item.get('id'))}  {_shown(item.get('name') or item.get('email') or '')}{mark}", file=out)
+
+
+def _closest(key: str, value: str, kind: str, items: list) -> str:
+    """The line flagging a default that is not among the listed ids, with the closest valid choices."""
+    by_text = {}
+    for item in items:
+        if isinstance(item.get("id"), str) and _ID_RE.fullmatch(item["id"]):
+            by_text.setdefault(item["id"].lower(), item)
+            by_text.setdefault(str(item.get("name") or "").lower(), item)
+    close = difflib.get_close_matches(value.lower(), by_text, n=3, cutoff=0.3)
+    picks = list({id(by_text[text]): by_text[text] for text in close}.values()) or items[:3]
+    choices = "; ".join(f"{_shown(item.get('id'))} ({_shown(item.get('name') or '')})" for item in picks)
+    return (f"MISSIVE_DEFAULT_{key}={_shown(value)} is not one of the {len(items)} {kind} listed above"
+            + (f"; closest: {choices}" if choices else "") + ".")
+
+
+def _shown(value, limit: int = 80) -> str:
+    """Text from Missive made safe for a terminal: control, format and line-breaking characters escaped, capped."""
+    text = str(value)[:limit * 4]
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def iso(value):
