@@ -84,10 +84,6 @@ log = logging.getLogger("missive_mcp")
 # Constants: Missive's limits and the bounds this server keeps
 # ---------------------------------------------------------------------------------------------------------------------
 
-
-
-
-
 DEFAULT_API_URL = "https://public.missiveapp.com/v1"
 TOKEN_HELP = "Missive (Preferences → API → Create a new token)"
 ALLOWED_METHODS = frozenset({"GET", "POST", "PATCH"})
@@ -140,10 +136,6 @@ DEFAULT_KEYS = {"ORGANIZATION": True, "TEAM": True, "CONTACT_BOOK": True, "ACCOU
 # ---------------------------------------------------------------------------------------------------------------------
 # Errors: one root, a small family under it, and every hint the server writes
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 class MissiveError(Exception):
     """Root of every error this module raises on purpose."""
@@ -269,10 +261,6 @@ def quote_peer(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Configuration: the environment, read once; a mistake fails closed but visibly
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -446,10 +434,6 @@ def tool_selection_choices() -> dict[str, frozenset]:
 # The tool table: one row per tool is everything the model can do. Its schema, HTTP route, annotations,
 # help entry, schemas/ snapshot (with what each row sends) and test cases all come from these rows
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 # Annotation profiles: readOnlyHint, destructiveHint, idempotentHint, openWorldHint.
 PROFILES = {
@@ -976,10 +960,6 @@ TOOL_PRESETS = {
 # Rules beside the table: checks after the schema and changes to what is sent; each says what it does
 # ---------------------------------------------------------------------------------------------------------------------
 
-
-
-
-
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """One rule of a table row: a check after the schema (it may fill a MISSIVE_DEFAULT_* value), a change to what
@@ -1164,10 +1144,6 @@ REMOTE_REFUSED = ("{} can load a remote resource when this is displayed, which l
 # ---------------------------------------------------------------------------------------------------------------------
 # Steps beside the table: reads a row makes before (or instead of) its request, each naming its routes
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 @dataclasses.dataclass
 class Call:
@@ -1407,10 +1383,6 @@ async def _all(*steps):
 # One tool call, in the order it runs: validate, build the request, send it, shape the result
 # ---------------------------------------------------------------------------------------------------------------------
 
-
-
-
-
 async def call_tool(config: Config, client: MissiveClient, name: str, arguments: dict | None) -> types.CallToolResult:
     """Run one tool call: validate, fill defaults, send through the chokepoint, shape the result (S8)."""
     tool = TOOLS.get(name)
@@ -1634,10 +1606,6 @@ def _clean_string(text: str, token: str | None) -> str:
 # The HTTP chokepoint: the only code that talks to Missive. Method allowlist, base URL, auth, timeouts,
 # a deadline that tears the exchange down, retries by idempotency, and where an HTTP status becomes an error
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 class BearerAuth:
     """requests' auth hook (the requests.auth.AuthBase interface): attaches the token to every request.
@@ -2077,10 +2045,6 @@ def _retry_after(headers) -> float | None:
 # The rate budget: Missive's limits kept on this side, shared by every tool
 # ---------------------------------------------------------------------------------------------------------------------
 
-
-
-
-
 class RateBudget:
     """Client-side share of Missive's limits: concurrency plus sliding windows, and pauses after a 429.
 
@@ -2176,10 +2140,6 @@ class RateBudget:
 # ---------------------------------------------------------------------------------------------------------------------
 # MCP wiring: the two hand-written handlers and stdio
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 def mcp_tool(tool: Tool) -> types.Tool:
     """The MCP definition of a table row."""
@@ -2277,10 +2237,6 @@ async def serve(config: Config) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Help text: the server's instructions and the missive_help topics (not part of the audit core)
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 INSTRUCTIONS = f"""Missive team inbox. This server never sends and never deletes: drafts wait for a person to send them.
 - missive_list_conversations needs a mailbox: inbox/all/assigned/closed/snoozed/flagged/trashed/junked/drafts true, \
@@ -2471,10 +2427,6 @@ def help_text(topic: str, config: Config) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Command line: serve, or the reviewer and setup modes
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 CLIENTS = ("claude-desktop", "claude-code", "cursor", "vscode")
 
@@ -2670,10 +2622,6 @@ def _run(options: argparse.Namespace) -> int:
 # about what is sent. Problem and result text, views, quoted history, timelines, the remote-content scan, and
 # the HTML renderer.
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-
-
 
 _TYPE_NAMES = {"string": "a string", "integer": "an integer", "boolean": "a boolean (true or false)",
                "array": "an array", "object": "an object"}
