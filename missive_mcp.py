@@ -3231,7 +3231,7 @@ class Rendered(NamedTuple):
 _HTML_MARGIN = 256          # characters produced past max_chars before stopping: the caller sees there was more
 _HTML_SLICE = 65536         # longest text run handled in one step, so the limit and the deadline are checked often
 _HTML_TICK = 255            # the deadline is checked every 256 tokens (a mask)
-_HTML_MAX_FRAMES = 256      # open elements with full state; deeper ones are kept as (tag, kind, hides, link)
+_HTML_MAX_FRAMES = 256      # open elements with full state; deeper: (tag, kind, hides, link, look)
 _HTML_MAX_BOXES = 24        # nested prefixes and cell captures; deeper quotes, items and cells render flat
 _HTML_MAX_PREFIX = 16       # characters of "> - " before a line: short lines cannot multiply the output
 _HTML_MAX_QUOTES = 4        # reply headers quote this deep, then only start a paragraph
@@ -3268,6 +3268,10 @@ _HTML_IMPLIED = {"li": (("li",), _HTML_LISTS), "dt": (("dt", "dd"), _HTML_LISTS)
                  "tr": (("tr",), _HTML_TABLE), "caption": (("tr", "caption"), _HTML_TABLE), "a": (("a",), _HTML_SCOPE),
                  "thead": (_HTML_SECTIONS, _HTML_TABLE), "tbody": (_HTML_SECTIONS, _HTML_TABLE),
                  "tfoot": (_HTML_SECTIONS, _HTML_TABLE), "option": (("option",), ("select", "datalist"))}
+# start tag -> what it ends among the light entries past _HTML_MAX_FRAMES: the above, and an open <p> for a block
+_HTML_DEEP_ENDS = {tag: ends for tag in {*_HTML_KINDS, *_HTML_IMPLIED} if (ends := (
+    _HTML_IMPLIED[tag][0] if tag in _HTML_IMPLIED else ()) + (
+    ("p",) if _HTML_KINDS.get(tag) in _HTML_CLOSES_P or tag == "hr" else ()))}
 # end tag -> elements it may not reach past (a stray </div> inside a cell must not close the table around it)
 _HTML_END_SCOPE = dict.fromkeys("td th tr thead tbody tfoot caption".split(), _HTML_TABLE)
 _HTML_END_SCOPE.update(table=(), li=_HTML_LISTS, dt=_HTML_LISTS, dd=_HTML_LISTS)
@@ -3286,6 +3290,8 @@ _HTML_RAW = {tag: re.compile(r"</%s[\s/>]" % tag, re.I)
 # spaces (&nbsp;&nbsp; padding shows as one gap).
 _HTML_WS = re.compile("(?: |[\t\n\r\f\xa0\u2007\u202f])[ \t\n\r\f\xa0\u2007\u202f]+|[\t\n\r\f\xa0\u2007\u202f]")
 _HTML_TAGS = re.compile(r"<[^<>]*>?")
+_HTML_PLAIN_TEXT = re.compile(r"[ -~]*")  # printable ASCII: no control, tab, newline or invisible character
+_HTML_PLAIN_CELL = re.compile(r"<(td|th)>([ !-%'-;=-~]{0,256})</\1>")  # no markup, references or controls
 _HTML_MSO_PARA = re.compile(r"\bmso", re.I)
 _HTML_REPLY_FROM = re.compile(r"\s*(from|von|de|da|van)\s*:", re.I)
 _HTML_REPLY_IDS = frozenset(["divrplyfwdmsg", "mail-editor-reference-message-container"])
@@ -3432,6 +3438,11 @@ _HTML_HIDES = dict(
 _HTML_CSS_PROPS = frozenset(_HTML_HIDES) | frozenset(
     "visibility opacity filter font-size font color -webkit-text-fill-color background background-color "
     "background-image overflow overflow-x overflow-y position".split())
+
+
+_HTML_LEGACY_LOOKS = (("bgcolor", None, "background-color"), ("text", "body", "color"), ("color", "font", "color"),
+                      ("background", None, "background-image"))  # attributes that colour what is inside
+_HTML_LEGACY_NAMES = frozenset(name for name, _where, _prop in _HTML_LEGACY_LOOKS)
 
 
 def _html_color(value):
@@ -3650,21 +3661,22 @@ class _HtmlRenderer:
 
     def run(self) -> Rendered:
         """Convert the source token by token until it ends, the output is full or the deadline passes."""
-        src, n, pos, ticks, stopped, markup = self.src, len(self.src), 0, 0, None, None
+        src, n, pos, ticks, stopped, markup, at = self.src, len(self.src), 0, 0, None, None, -1
+        search, limit = _HTML_MARKUP.search, self.limit
         while pos < n:
             ticks += 1
-            if self.size + self.cur_len > self.limit:
+            if self.size + self.cur_len > limit:
                 stopped = "limit"
                 break
             if not ticks & _HTML_TICK:
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     stopped = "deadline"
                     break
-            if markup is None or markup.start() < pos:
-                markup = _HTML_MARKUP.search(src, pos)
-            at = markup.start() if markup else n
+            if at < pos:
+                markup = search(src, pos)
+                at = markup.start() if markup else n
             if at > pos:
-                end = min(at, pos + _HTML_SLICE)
+                end = at if at - pos <= _HTML_SLICE else pos + _HTML_SLICE
                 if end < at:  # a long text: cut it where no character reference is split
                     amp = src.rfind("&", end - 40, end)
                     end = amp if amp > pos else end
@@ -3685,6 +3697,12 @@ class _HtmlRenderer:
                     pos = markup.end()
                     if tag == "br":
                         self.br()
+                elif closed and (tag == "td" or tag == "th") and (cell := _HTML_PLAIN_CELL.match(src, at)) and \
+                        self.plain_cell(cell.group(2)):
+                    pos = cell.end()
+                elif closed and tag not in _HTML_RAW:  # no attributes to read
+                    pos = markup.end()
+                    self.start(tag, {}, pos)
                 else:
                     pos = self.start_tag(tag, markup.end() - (1 if closed else 0))
             elif comment:  # "<!-->" and "<!--->" are whole comments; an unclosed one runs to the end
@@ -3754,13 +3772,14 @@ class _HtmlRenderer:
         if kind is None and not attrs and not (rules and (tag in rules or "*" in rules)):
             parent.kids += 1
             return
-        ends = _HTML_IMPLIED.get(tag)
         if self.deep:  # past the frame limit an element ends only an open one of its own kind, found by count
-            ends = (ends[0] if ends else ()) + (("p",) if kind in _HTML_CLOSES_P or tag == "hr" else ())
-            if any(self.deep_tags.get(t) for t in ends):
-                while self.pop_deep()[0] not in ends:
-                    pass
+            ends, deep_tags = _HTML_DEEP_ENDS.get(tag, ()), self.deep_tags
+            for t in ends:
+                if deep_tags.get(t):
+                    self.pop_deep(ends)
+                    break
         else:
+            ends = _HTML_IMPLIED.get(tag)
             at = self.find_open(*ends) if ends else 0
             if at or kind in _HTML_CLOSES_P or tag == "hr":
                 self.close_to(at or parent.p_at or len(self.stack))
@@ -3769,17 +3788,18 @@ class _HtmlRenderer:
                 self.start("tr", {})  # a cell outside a row starts one, as browsers do
             parent = self.stack[-1]
         parent.kids += 1
+        inherited = self.deep[-1][4] if self.deep else parent.look  # a light entry passes its look on too
         hidden = self.hide_at or self.deep_hidden
         if hidden or not (attrs or self.rules or kind == "skip"):
-            hides, look = False, parent.look
+            hides, look = False, inherited
         else:
-            hides, look = self.look(tag, kind, attrs, parent.look)
+            hides, look = self.look(tag, kind, attrs, inherited)
         if kind == "void":
             return None if hidden or hides else self.void(tag, attrs, look)
-        if kind is None and not hides and look == parent.look:
+        if kind is None and not hides and look == inherited:
             return  # an inline element that changes nothing needs no tracking
         if self.deep or len(self.stack) >= _HTML_MAX_FRAMES:
-            return self.push_deep(tag, kind, hides or look[0], attrs)
+            return self.push_deep(tag, kind, hides, attrs, look)
         index = len(self.stack)
         frame = _HtmlFrame(tag, kind, look, index if tag == "p" else parent.p_at if kind in (None, "a") else 0)
         if parent.quiet:
@@ -3837,6 +3857,31 @@ class _HtmlRenderer:
             if at and self.stack[at].row is not None:
                 self.open_cell(frame, self.stack[at].row)
 
+    def plain_cell(self, text):
+        """Add <td>text</td> straight to the row held open around it without tracking it as an element, if nothing
+        else could change how it reads (as the general path would: a test compares the two); else False."""
+        frame = self.stack[-1]
+        row = frame.row
+        if row is None or row.block or frame.kind != "tr" or frame.look[0] or self.pre or self.cur or \
+                self.head_at or self.rules or self.deep or self.hide_at or self.deep_hidden or \
+                len(self.boxes) >= _HTML_MAX_BOXES or len(self.stack) >= _HTML_MAX_FRAMES:
+            return False
+        frame.kids += 1
+        self.space = self.unseen = False
+        self.prefixes.clear()
+        word = " ".join(text.split())
+        if not word:
+            return True
+        if self.links and self.links[-1].size <= _HTML_LINK_TEXT:
+            self.links[-1].text.append(word)
+            self.links[-1].size += len(word)
+        row.texts.append(word)
+        row.size += len(word)
+        if len(row.texts) >= _HTML_MAX_CELLS or row.size > self.limit:
+            self.line(" | ".join(row.texts), row.depth)  # a row this long reads on several lines
+            row.texts, row.size = [], 0
+        return True
+
     def open_cell(self, frame, row):
         """Begin a table cell inside its row."""
         if row.block:
@@ -3889,7 +3934,7 @@ class _HtmlRenderer:
                       or _HTML_PIXEL_STYLE.search(attrs.get("style", ""))):  # tracking pixels say nothing
                 self.text(" " + alt + " ", raw=True, alt=True)
 
-    def push_deep(self, tag, kind, hides, attrs):
+    def push_deep(self, tag, kind, hides, attrs, look):
         """Keep an element opened past the depth budget as a light entry that renders flat."""
         link = None
         if not (hides or self.hide_at or self.deep_hidden):
@@ -3898,37 +3943,41 @@ class _HtmlRenderer:
                 self.links.append(link)
             elif _HTML_BREAK.get(kind):
                 self.space = True  # this deep the structure is flattened: a block reads as a gap between words
-        entry = (tag, kind, hides, link) if link else self.deep_entries.setdefault((tag, kind, hides),
-                                                                                     (tag, kind, hides, None))
+        # Shared entries keep a million of them small; the entry holds its look, so id(look) names only that one.
+        if link:
+            entry = (tag, kind, hides, link, look)
+        elif (entry := self.deep_entries.get(key := (tag, kind, hides, id(look)))) is None:
+            entry = self.deep_entries[key] = (tag, kind, hides, None, look)
         self.deep.append(entry)
         self.deep_tags[tag] = self.deep_tags.get(tag, 0) + 1
         self.deep_hidden += hides
 
-    def pop_deep(self):
-        """Close the innermost light entry."""
-        entry = tag, kind, hides, link = self.deep.pop()
-        self.deep_tags[tag] -= 1
-        self.deep_hidden -= hides
-        if link is not None:
-            self.link_end(self.links.pop())
-        elif not (hides or self.hide_at or self.deep_hidden) and _HTML_BREAK.get(kind):
-            self.space = True
-        return entry
+    def pop_deep(self, through=None):
+        """Close light entries, innermost first, up to and including one whose tag is in through (None: all)."""
+        deep, deep_tags = self.deep, self.deep_tags
+        while deep:
+            tag, kind, hides, link, _look = deep.pop()
+            deep_tags[tag] -= 1
+            self.deep_hidden -= hides
+            if link is not None:
+                self.link_end(self.links.pop())
+            elif not (hides or self.hide_at or self.deep_hidden) and _HTML_BREAK.get(kind):
+                self.space = True
+            if through is not None and tag in through:
+                return
 
     def end(self, tag):
         """Close an element by its end tag, as far as a browser would."""
         if tag == "br":  # browsers read </br> as <br>
             return self.start("br", {})
         if self.deep_tags.get(tag):
-            while self.pop_deep()[0] != tag:
-                pass
+            self.pop_deep((tag,))
         elif at := self.find_open((tag,), _HTML_END_SCOPE.get(tag, _HTML_SCOPE)):
             self.close_to(at)
 
     def close_to(self, index):
         """End every open element from stack index on, innermost first."""
-        while self.deep:
-            self.pop_deep()
+        self.pop_deep()
         while len(self.stack) > index:
             frame = self.stack.pop()
             self.open_at[frame.tag].pop()
@@ -4077,11 +4126,13 @@ class _HtmlRenderer:
         """Add visible text (or drop it when a person could not see it)."""
         if self.head_at and not s.isspace():
             self.close_to(self.head_at)
-        if self.hide_at or self.deep_hidden or (self.stack[-1].look[0] and not alt):
+        look = self.deep[-1][4] if self.deep else self.stack[-1].look
+        if self.hide_at or self.deep_hidden or (look[0] and not alt):
             return
         if not raw and "&" in s:
             s = _html_unescape(s)
-        if not s.isascii() or _VISIBLE_ASCII_CONTROL.search(s):
+        plain = _HTML_PLAIN_TEXT.fullmatch(s) is not None
+        if not plain and (not s.isascii() or _VISIBLE_ASCII_CONTROL.search(s)):
             s = visible_text(s if self.pre else s.replace("\f", " "))
         if self.pre:
             lines = s.split("\n")
@@ -4089,7 +4140,7 @@ class _HtmlRenderer:
                 self.cur.append(piece)
                 self.end_line()
             return self.inline(lines[-1], False) if lines[-1] else None
-        text = _HTML_WS.sub(" ", s)
+        text = s if plain and "  " not in s else _HTML_WS.sub(" ", s)
         word = text.strip(" ")
         self.space = self.space or text[:1] == " "
         if word:
@@ -4166,7 +4217,7 @@ class _HtmlRenderer:
                 shown = ""
             addressy = link.size > _HTML_LINK_TEXT or _HTML_URLISH.search(text)
             repeated, self.last_url = shown == self.last_url, shown
-            if not shown or _html_url_key(text) == _html_url_key(shown) or (repeated and not addressy):
+            if not shown or (repeated and not addressy) or _html_url_key(text) == _html_url_key(shown):
                 return  # newsletters link image, heading and "Read more" to one target: shown once per run
             suffix = f" <{shown}>"
         if self.cur:
@@ -4196,8 +4247,7 @@ class _HtmlRenderer:
     def compute_look(self, tag, attrs, look):
         """Whether an element hides its text, from its attributes, its style and the hiding rules."""
         decls = {"color": "#0000ee"} if tag == "a" and "href" in attrs else {}  # links have their own colour
-        for name, where, prop in (("bgcolor", None, "background-color"), ("text", "body", "color"),
-                                  ("color", "font", "color"), ("background", None, "background-image")):
+        for name, where, prop in () if attrs.keys().isdisjoint(_HTML_LEGACY_NAMES) else _HTML_LEGACY_LOOKS:
             value = attrs.get(name, "").strip().lower()
             if value and where in (None, tag):
                 hexa = len(value) in (3, 6) and not value.strip("0123456789abcdef")  # legacy colours skip the "#"
@@ -4209,8 +4259,9 @@ class _HtmlRenderer:
             classes, ident = set(attrs.get("class", "").lower().split()), attrs.get("id", "").lower()
             for key in [tag, "*", "#" + ident, *("." + c for c in classes)]:
                 matched += [r for r in self.rules.get(key, ()) if r[1] in (None, tag) and r[3] in (None, ident)
-                            and all(c in classes for c in r[2])]
-            matched.sort(key=lambda rule: rule[0])
+                            and classes.issuperset(r[2])]
+            if len(matched) > 1:
+                matched.sort(key=lambda rule: rule[0])
         style = attrs.get("style") or ""
         if (inline := self.styles.get(style)) is None:
             self.styles = {} if len(self.styles) > _HTML_CACHE else self.styles

@@ -425,6 +425,40 @@ def test_tables():
     assert html_to_text("<table><caption>Prices</caption><tr><td>A</td><td>1</td></tr></table>") == "Prices\nA | 1"
 
 
+def _random_table(rng):
+    """A table of the shapes mail carries: plain, empty and padded cells, references, markup, links, styles, nesting."""
+    cells = ["x", "", "  ", " a  b ", "1 > 0", "a&amp;b", "<b>bold</b>", "two<br>lines", "<p>para</p>",
+             "<a href='https://x.test/{0}'>go</a>", "https://x.test/{0}", "<span style='color:#fff'>white</span>",
+             "<span style='display:none'>gone</span>", "\u00e9t\u00e9", "tab\there", "{0}"]
+    rows = []
+    for r in range(rng.randint(1, 4)):
+        tags = [rng.choice(("td", "th", "td")) for _ in range(rng.randint(1, 5))]
+        between = ("", "", " ", "\n", "<img src='cid:1'>", "<br>", "word", "<img src='cid:1'><br>")
+        row = "".join(f"<{t}>{rng.choice(cells).format(r)}</{t}>{rng.choice(between)}" for t in tags)
+        if rng.random() < 0.2:
+            row += "<td><table><tr><td>in</td><td>ner</td></tr></table></td>"
+        rows.append(rng.choice(("<tr>{}</tr>", "<tr>{}</tr>", "<caption>{}</caption>", "{}")).format(row))
+    table = "<table>" + "".join(rows) + "</table>"
+    wrap = rng.choice(("{}", "<a href='https://x.test/'>{}</a>", "<div style='color:#fff'>{}</div>",
+                       "<div style='background:#000;color:#fff'>{}</div>", "<pre>{}</pre>", "<blockquote>{}</blockquote>",
+                       "<ul><li>{}</li></ul>", "<p>before</p>{}<p>after</p>", "<table><tr><td>{}</td></tr></table>"))
+    return wrap.format(table)
+
+
+def test_plain_cells_read_as_the_general_path_reads_them():
+    # "<td>text</td>" in a held row skips the element machinery; "<td >" takes the general path. Same text, always.
+    rng = random.Random(8)
+    sources = [_random_table(rng) for _ in range(400)]
+    sources += [SHAPES["table_cells"](60_000), "<table><tr>" + "<td>c</td>" * 2500 + "</tr></table>",
+                "<div>" * 300 + "<table><tr><td>deep</td><td>cells</td></tr></table>",
+                "<table><tr><td>a</td><td>b</td></tr></table><style>td{display:none}</style>",
+                "<head><title>t</title><table><tr><td>a</td></tr></table>"]
+    for source in sources:
+        general = source.replace("<td>", "<td >").replace("<th>", "<th >")
+        assert html_to_text(source) == html_to_text(general), source
+        assert html_to_text(source, 40) == html_to_text(general, 40), source
+
+
 def test_layout_tables_collapse():
     cell = "<table width='100%'><tr><td align='center'>{}</td></tr></table>"
     inner = "<h2>Headline</h2><p>Body text.</p><table><tr><td><a href='https://x.test/r'>Read</a></td></tr></table>"
@@ -705,6 +739,23 @@ def test_hidden_text_technique_is_dropped(name, source):
     assert "HIDDEN" not in text
     assert "VISIBLE" in text
     assert_clean(text)
+
+
+@pytest.mark.parametrize("name, source", TECHNIQUES, ids=[name for name, _ in TECHNIQUES])
+def test_hidden_text_technique_is_dropped_past_the_depth_budget(name, source):
+    # Past _HTML_MAX_FRAMES open elements are kept light; they must hide (and reveal) exactly as full ones do.
+    for depth in (missive_mcp._HTML_MAX_FRAMES - 2, missive_mcp._HTML_MAX_FRAMES, 300):
+        text = html_to_text("<div>" * depth + source)
+        assert "HIDDEN" not in text
+        assert "VISIBLE" in text
+
+
+def test_colour_split_across_deep_elements_cannot_hide_text():
+    # Grey text (visible on the black page) then a grey background: invisible, however deep the two are opened.
+    for depth in (10, 300):
+        source = ('<div style="background:#000;color:#fff">' + "<div>" * depth +
+                  '<font color="#888888">VISIBLE <span style="background:#888888">HIDDEN</span> too</font>')
+        assert html_to_text(source) == "VISIBLE too"
 
 
 def test_white_on_white_text_is_dropped():
