@@ -1620,9 +1620,30 @@ def clean_answer(value, token: str | None, depth: int = 1):
 
 
 def _clean_string(text: str, token: str | None) -> str:
-    text = visible_text(text)
     # After cleaning: a token split by zero-width characters is whole again here.
-    return text.replace(token, "[redacted]") if token and token in text else text
+    return redact(visible_text(text), token)
+
+
+def redact(text: str, token: str | None) -> str:
+    """The text with the token removed, also where an echo wrote some of its characters as \\u or %XX escapes or
+    HTML character references (linear: one regex with a fixed alternation per character of the token)."""
+    if not token:
+        return text
+    if "\\" in text or "%" in text or "&#" in text:
+        return _token_forms(token).sub("[redacted]", text)
+    return text.replace(token, "[redacted]") if token in text else text
+
+
+_TOKEN_FORMS: dict[str, re.Pattern] = {}
+
+
+def _token_forms(token: str) -> re.Pattern:
+    if token not in _TOKEN_FORMS:
+        _TOKEN_FORMS.clear()  # one token per process; tests use several
+        _TOKEN_FORMS[token] = re.compile("".join(
+            "(?:%s|\\\\u%04x|%%%02x|&#0*%d;?|&#x0*%x;?)" % (re.escape(c), ord(c), ord(c), ord(c), ord(c))
+            if ord(c) < 0x80 else re.escape(c) for c in token), re.I)
+    return _TOKEN_FORMS[token]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -2027,7 +2048,7 @@ def _make_reply(status: int, headers, raw: bytes, token: str | None, method: str
     reply = Reply(status=status, retry_after=_retry_after(headers) if status == 429 else None)
     text = raw.decode("utf-8", errors="replace")
     if token:
-        text = text.replace(token, "[redacted]")  # before parsing too: a failed parse keeps this text
+        text = redact(text, token)  # before parsing too: a failed parse keeps this text
     if not text.strip():
         reply.empty = True
         return reply
@@ -2599,6 +2620,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+class TokenFilter(logging.Filter):
+    """Takes the token out of every log line: urllib3 warns with a peer's malformed header lines, which may echo it."""
+
+    def __init__(self, token: str | None):
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message and traceback without the token; never drop a record."""
+        if self.token:
+            message = record.getMessage()
+            record.msg, record.args = redact(message, self.token), ()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text, self.token)
+            if record.stack_info:
+                record.stack_info = redact(record.stack_info, self.token)
+        return True
+
+
 def _run(options: argparse.Namespace) -> int:
     if options.write_schemas:
         written = write_schemas(options.write_schemas)
@@ -2622,6 +2664,8 @@ def _run(options: argparse.Namespace) -> int:
     # lines (argument values, search terms, addresses) at debug level.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TokenFilter(config.token))
     log.setLevel(config.log_level.upper())
     if options.check:
         return run_check(config)

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 import missive_mcp as m
-from conftest import client_factory, text, timed
+from conftest import StdioServer, client_factory, text, timed
 from fake_missive import HOSTILE_ERROR_BODIES, FakeMissive
 
 TOKEN = "test-token"  # FakeMissive's default
@@ -191,8 +191,17 @@ def test_token_echoed_with_json_escapes_never_reaches_the_model(fake, client, wh
     result, _ = timed(*client, "missive_list_users")
     message = text(result)
     escaped = "".join(f"\\u{ord(c):04x}" for c in TOKEN)
-    assert TOKEN not in message and escaped not in message.lower()
+    assert TOKEN not in message and escaped not in message.replace("\\\\", "\\").lower()
     assert "[redacted]" in message or result.is_error
+
+
+@pytest.mark.parametrize("form", ["\\u{:04x}", "\\u{:04X}", "%{:02x}", "&#{};", "&#x{:x}"])
+def test_token_echoed_in_any_escaped_form_is_redacted(form):
+    """Every character written escaped, or only some: an echo reaches neither a result nor a log line whole."""
+    for every in (1, 3):
+        echoed = "".join(form.format(ord(c)) if i % every == 0 else c for i, c in enumerate(TOKEN))
+        assert m.redact(f"token {echoed} was revoked", TOKEN) == "token [redacted] was revoked"
+    assert m.redact("100% plain \\ text &#38; more", TOKEN) == "100% plain \\ text &#38; more"
 
 
 @pytest.mark.parametrize("body", HOSTILE_ERROR_BODIES)
@@ -248,6 +257,37 @@ def test_http_loopback_never_sends_the_token_through_an_environment_proxy(fake, 
     assert not result.is_error, text(result)
     assert _RecordingProxy.seen == []
     assert len(fake.received("GET", "/users")) == 1
+
+
+class _HeaderEcho(BaseHTTPRequestHandler):
+    """Answers with a header line that has no colon and repeats the request's Authorization header."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        body = b'{"users": []}'
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                         b"Echo %s\r\n\r\n%s" % (len(body), self.headers["Authorization"].encode(), body))
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_token_echoed_in_a_malformed_header_never_reaches_stderr():
+    # urllib3 warns "Failed to parse headers" with the line it could not read: the log filter redacts it.
+    peer = HTTPServer(("127.0.0.1", 0), _HeaderEcho)
+    threading.Thread(target=peer.serve_forever, daemon=True).start()
+    server = StdioServer(f"http://127.0.0.1:{peer.server_address[1]}/v1", TOKEN)
+    try:
+        server.initialize()
+        server.request(2, "tools/call", {"name": "missive_list_users", "arguments": {}})
+        server.response(2, 30)
+    finally:
+        server.close()
+        peer.shutdown()
+        peer.server_close()
+    stderr = bytes(server.stderr).decode(errors="replace")
+    assert "Echo Bearer [redacted]" in stderr  # the warning itself is still there, without the token
+    assert TOKEN not in stderr
 
 
 def test_https_keeps_the_companys_proxy_and_ca_settings(clients, monkeypatch):
