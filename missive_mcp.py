@@ -2022,10 +2022,14 @@ def _read_capped(response, deadline: float, method: str) -> bytes:
     chunks, size, received = [], 0, 0
     while chunk := read(65536, decode_content=False):
         received += len(chunk)
+        if received > MAX_BODY_BYTES:  # compressed bytes count too: data past the stream's end is never inflated
+            raise _too_big(method, "more than that")
         if inflate is not None:
             chunk = inflate.decompress(chunk, MAX_BODY_BYTES + 1 - size)
             if inflate.unconsumed_tail:
                 raise _too_big(method, "more than that once decompressed")
+            if inflate.unused_data:
+                raise network_error("Missive's compressed answer has data after its end", method, retryable=False)
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise _too_big(method, "more than that")

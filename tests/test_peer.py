@@ -9,6 +9,7 @@ deadline plus several seconds of slack, so a loaded machine cannot make a test f
 """
 
 import asyncio
+import gzip
 import json
 import threading
 import time
@@ -270,6 +271,36 @@ class _HeaderEcho(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class _GzipThenMore(BaseHTTPRequestHandler):
+    """A complete gzip answer followed by more bytes than the body cap, which zlib would keep as unused data."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                         b"Connection: close\r\n\r\n" + gzip.compress(b'{"users": []}'))
+        try:
+            for _ in range(m.MAX_BODY_BYTES // 65536 + 2):
+                self.wfile.write(b"x" * 65536)
+        except OSError:
+            pass  # the client stopped reading: what the test wants
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_data_after_a_gzip_stream_is_refused_not_buffered(clients):
+    peer = HTTPServer(("127.0.0.1", 0), _GzipThenMore)
+    threading.Thread(target=peer.serve_forever, daemon=True).start()
+    try:
+        result, _ = timed(*clients(f"http://127.0.0.1:{peer.server_address[1]}/v1", deadline=10.0),
+                          "missive_list_users")
+    finally:
+        peer.shutdown()
+        peer.server_close()
+    assert result.is_error
+    assert "compressed answer has data after its end" in text(result)
 
 
 def test_token_echoed_in_a_malformed_header_never_reaches_stderr():
