@@ -1451,9 +1451,25 @@ def validator_for(tool: Tool):
             import jsonschema
 
             # The schemas themselves are checked by the tests (check_schema), not at every start.
+            validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
             for each in TOOLS.values():
-                _validators[each.name] = jsonschema.Draft202012Validator(each.schema)
+                _validators[each.name] = validator(each.schema)
         return _validators[tool.name]
+
+
+def _ecma_pattern(validator, pattern: str, instance, schema):
+    """The "pattern" keyword as JSON Schema defines it (ECMA-262): a final "$" is the end of the string. Python's re
+    also matches it before a final newline, which let "id\\n" through every id pattern."""
+    if pattern not in _ANCHORED:
+        _ANCHORED[pattern] = re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$")
+                                        else pattern)
+    if validator.is_type(instance, "string") and not _ANCHORED[pattern].search(instance):
+        from jsonschema.exceptions import ValidationError
+
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_ANCHORED: dict[str, re.Pattern] = {}
 
 
 def find_problems(tool: Tool, args: dict, config: Config) -> tuple[dict, dict, list[str]]:
@@ -1548,7 +1564,7 @@ def _path_values(tool: Tool, args: dict) -> dict[str, list[tuple[str, Any]]]:
 
 
 def _path_problems(tool: Tool, args: dict) -> list[str]:
-    # Re-checked with fullmatch: the schema's pattern lets "$" match before a trailing newline (I2).
+    # Checked again where ids enter a path, whatever the schema said (I2).
     return [f"{loc}: {_short(value)} is not a valid id (1-128 letters, digits, _ or -)"
             for pairs in _path_values(tool, args).values() for loc, value in pairs
             if isinstance(value, str) and not _ID_RE.fullmatch(value)]

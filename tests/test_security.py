@@ -114,6 +114,20 @@ def test_get_contact_rejects_path_traversal(api):
     assert len(api.calls) == 0
 
 
+ID_ARGUMENTS = [(tool.name, name, "[0]" if prop.get("type") == "array" else "") for tool in m.TOOLS.values()
+                for name, prop in tool.params.items() if m.ID_PATTERN in (prop.get("pattern"),
+                                                                          prop.get("items", {}).get("pattern"))]
+
+
+@pytest.mark.parametrize("tool, name, index", ID_ARGUMENTS, ids=[f"{t}-{n}" for t, n, _ in ID_ARGUMENTS])
+def test_id_with_a_trailing_newline_is_refused_in_every_argument(api, tool, name, index):
+    # Python's "$" also matches before a final newline; JSON Schema's does not, and neither may this server's.
+    result = call(tool, {name: ["abc\n"] if index else "abc\n"})
+    assert result.is_error
+    assert f"{name}{index}: 'abc\\n' is not a valid id" in text(result)
+    assert len(api.calls) == 0
+
+
 def test_update_contacts_rejects_item_id_traversal(api):
     result = call("missive_update_contacts", {"contacts": [{"id": "c1"}, {"id": "../teams/t1"}]})
     assert result.is_error and "contacts[1].id: " in text(result)
