@@ -3344,6 +3344,7 @@ _HTML_MAX_ROWS = 6          # table rows held at once to choose "a | b" or block
 _HTML_MAX_CELLS = 1000      # cells one held row may collect
 _HTML_LOOKAHEAD = 800       # source characters read after an Outlook border-top block to spot its "From:"
 _HTML_CSS_BUDGET = 100_000  # characters of <style> examined
+_HTML_RULE_CHECKS = 100_000  # rule comparisons any body may make, plus one per 4 characters of it
 _HTML_CACHE = 4096          # entries in each style cache before it is emptied
 _HTML_LINK_TEXT = 2048      # characters of link text compared with its target
 
@@ -3740,6 +3741,7 @@ class _HtmlRenderer:
     def __init__(self, src, limit, deadline):
         self.src, self.limit, self.deadline = src, limit, deadline
         self.rules, self.memo, self.looks, self.styles = _html_stylesheet(src), {}, {}, {}
+        self.rule_checks = _HTML_RULE_CHECKS + len(src) // 4  # stylesheet rules compared with elements, at most
         root = _HtmlFrame("#root", "line", _HTML_ROOT_LOOK, 0)
         self.stack, self.open_at, self.hide_at, self.head_at = [root], {}, 0, 0
         self.deep, self.deep_tags, self.deep_hidden, self.deep_entries = [], {}, 0, {}  # past _HTML_MAX_FRAMES
@@ -4362,8 +4364,13 @@ class _HtmlRenderer:
         matched = []
         if self.rules:
             classes, ident = set(attrs.get("class", "").lower().split()), attrs.get("id", "").lower()
-            for key in [tag, "*", "#" + ident, *("." + c for c in classes)]:
-                matched += [r for r in self.rules.get(key, ()) if r[1] in (None, tag) and r[3] in (None, ident)
+            candidates = [self.rules.get(key, ()) for key in [tag, "*", "#" + ident, *("." + c for c in classes)]]
+            spent = sum(map(len, candidates))
+            self.rule_checks -= spent
+            if spent and self.rule_checks < 0:  # rules enough to cost more than the body: what they style is hidden
+                return True, look
+            for group in candidates:
+                matched += [r for r in group if r[1] in (None, tag) and r[3] in (None, ident)
                             and classes.issuperset(r[2])]
             if len(matched) > 1:
                 matched.sort(key=lambda rule: rule[0])

@@ -758,6 +758,17 @@ def test_colour_split_across_deep_elements_cannot_hide_text():
         assert html_to_text(source) == "VISIBLE too"
 
 
+def test_rule_flood_hides_what_it_styles_rather_than_reveal_it():
+    # Comparing every rule with every element would cost far more than the body: past a budget linear in its size,
+    # an element that rules apply to is hidden (a person's client would apply them; this server cannot afford to).
+    sheet = "<style>.h{display:none}" + "".join(f".a.z{i}{{color:red}}" for i in range(5000)) + "</style>"
+    source = sheet + "".join(f'<b class="a y{i}">x</b>' for i in range(100)) + \
+        '<span class="a h">HIDDEN</span><p>VISIBLE</p><b class="a">gone</b>'
+    text = html_to_text(source)
+    assert "HIDDEN" not in text and "VISIBLE" in text and "gone" not in text
+    assert html_to_text(sheet + '<b class="a">kept</b><span class="h">HIDDEN</span>') == "kept"
+
+
 def test_white_on_white_text_is_dropped():
     assert html_to_text('<p>Pay <span style="color:#FFF">to account 666</span> the usual</p>') == "Pay the usual"
 
