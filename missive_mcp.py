@@ -3291,10 +3291,10 @@ _VISIBLE_DROP = (
     (0x0000, 0x0008), (0x000B, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x034F, 0x034F), (0x0600, 0x0605),
     (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x115F, 0x1160),
     (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200C), (0x200E, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F),
-    (0x3164, 0x3164), (0xD800, 0xDFFF), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
-    (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE007F),
-    (0xE0100, 0xE01EF),
-)  # and U+200D (ZWJ), U+FE00-FE0F (variation selectors): kept only inside an emoji (_visible_joiner)
+    (0x3164, 0x3164), (0xD800, 0xDFFF), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFFB), (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # and U+200D (ZWJ), U+FE00-FE0F (variation selectors): kept only inside an emoji (_visible_joiner). Unassigned
+#    default-ignorable code points are dropped too: a future font may draw nothing for them, and nothing needs them.
 _VISIBLE_INVISIBLE = re.compile("[%s]+" % "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _VISIBLE_DROP))
 _VISIBLE_JOINERS = re.compile("[\u200d\ufe00-\ufe0f]+")
 _VISIBLE_ASCII_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
@@ -3307,8 +3307,10 @@ def _visible_pictograph(c: str) -> bool:
 def _visible_joiner(match) -> str:
     run, s, start, end = match.group(), match.string, match.start(), match.end()
     before, after, kept = s[start - 1] if start else "", s[end] if end < len(s) else "", ""
-    if run[0] != "\u200d" and run[1:2] in ("", "\u200d") and before and not before.isspace():
-        kept, run = run[0], run[1:]  # one selector may style the character before it; a run of them is data
+    if run[0] in "\ufe0e\ufe0f" and run[1:2] in ("", "\u200d") and before and not before.isspace() and (
+            not before.isalnum() or before in "0123456789" and after == "\u20e3"):
+        kept, run = run[0], run[1:]  # text or emoji style for a symbol or a keycap; a run of them, or any after a
+        #                             letter, is data (one selector per letter hides four bits)
     if run == "\u200d" and _visible_pictograph(before) and _visible_pictograph(after):
         kept += run  # joins two emoji (family, profession, flag sequences)
     return kept

@@ -811,6 +811,24 @@ def test_visible_text_drops_variation_selector_smuggling():
     assert visible_text("x\ufe0e\ufe0f") == "x"
     assert visible_text("a \ufe0f") == "a "
     assert visible_text("\u2764\ufe0f \u0031\ufe0f\u20e3") == "\u2764\ufe0f \u0031\ufe0f\u20e3"
+    # One selector after each letter is a hidden channel of four bits a letter; after a symbol only FE0E/FE0F.
+    letters = "".join(c + chr(0xFE00 + i % 16) for i, c in enumerate("please wire the funds"))
+    assert visible_text(letters) == "please wire the funds"
+    assert visible_text("\u2764\ufe01 1\ufe0f x\ufe0f\u20e3") == "\u2764 1 x\u20e3"
+
+
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): drawn as nothing, so never shown to the model
+# (except the joiners an emoji needs). Written out here as an independent oracle of the module's own table.
+DEFAULT_IGNORABLE = [(0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                     (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+                     (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+                     (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF)]
+
+
+def test_visible_text_drops_every_default_ignorable_code_point():
+    ignorable = [chr(c) for start, end in DEFAULT_IGNORABLE for c in range(start, end + 1) if c != 0x200D]
+    left = set(visible_text("x".join(ignorable))) & set(ignorable)
+    assert not left, sorted(f"U+{ord(c):04X}" for c in left)
 
 
 def test_visible_text_keeps_zwj_emoji():
