@@ -3346,6 +3346,7 @@ _HTML_MAX_ROWS = 6          # table rows held at once to choose "a | b" or block
 _HTML_MAX_CELLS = 1000      # cells one held row may collect
 _HTML_LOOKAHEAD = 800       # source characters read after an Outlook border-top block to spot its "From:"
 _HTML_CSS_BUDGET = 100_000  # characters of <style> examined
+_HTML_CSS_VALUE = 512        # characters of one CSS value read; a longer one hides its element
 _HTML_RULE_CHECKS = 100_000  # rule comparisons any body may make, plus one per 4 characters of it
 _HTML_CACHE = 4096          # entries in each style cache before it is emptied
 _HTML_LINK_TEXT = 2048      # characters of link text compared with its target
@@ -3648,6 +3649,11 @@ def _html_declarations(css):
         name, colon, value = part.partition(":")
         name = name.strip()
         if colon and name in _HTML_CSS_PROPS:
+            if len(value) > _HTML_CSS_VALUE:  # no real value is this long, and reading it for each element costs
+                if not (name.startswith("background") and "url(" in value[:_HTML_CSS_VALUE]):  # an image: enough
+                    important["display"] = "none"  # so it hides what it styles, whatever else says
+                    continue
+                value = value[:_HTML_CSS_VALUE]
             bang = value.rfind("!")
             if bang >= 0 and value[bang + 1:].strip() == "important":
                 important[name] = value[:bang].strip()
@@ -3744,6 +3750,7 @@ class _HtmlRenderer:
         self.src, self.limit, self.deadline = src, limit, deadline
         self.rules, self.memo, self.looks, self.styles = _html_stylesheet(src), {}, {}, {}
         self.rule_checks = _HTML_RULE_CHECKS + len(src) // 4  # stylesheet rules compared with elements, at most
+        self.hiders = {}
         root = _HtmlFrame("#root", "line", _HTML_ROOT_LOOK, 0)
         self.stack, self.open_at, self.hide_at, self.head_at = [root], {}, 0, 0
         self.deep, self.deep_tags, self.deep_hidden, self.deep_entries = [], {}, 0, {}  # past _HTML_MAX_FRAMES
@@ -4353,6 +4360,14 @@ class _HtmlRenderer:
             known = self.looks[key] = self.compute_look(tag, attrs, look)
         return known
 
+    def hides(self, decls):
+        """Whether declarations hide an element outright, decided once per distinct set of them."""
+        key = tuple(decls.items())
+        if (known := self.hiders.get(key)) is None:
+            self.hiders = {} if len(self.hiders) > _HTML_CACHE else self.hiders
+            known = self.hiders[key] = any((test := _HTML_HIDES.get(p)) and test(v, decls) for p, v in key)
+        return known
+
     def compute_look(self, tag, attrs, look):
         """Whether an element hides its text, from its attributes, its style and the hiding rules."""
         decls = {"color": "#0000ee"} if tag == "a" and "href" in attrs else {}  # links have their own colour
@@ -4383,8 +4398,7 @@ class _HtmlRenderer:
         for layer in [r[4] for r in matched] + [inline[0]] + [r[5] for r in matched] + [inline[1]]:
             decls.update(layer)  # importance, then specificity and order, as the cascade does
         opacity = look[6] * _html_opacity(decls) if "opacity" in decls or "filter" in decls else look[6]
-        if "hidden" in attrs or opacity < _HTML_FAINT or any(
-                (test := _HTML_HIDES.get(p)) and test(v, decls) for p, v in decls.items()):
+        if "hidden" in attrs or opacity < _HTML_FAINT or self.hides(decls):
             return True, look
         zero = _html_font_zero(decls, look[1]) if "font-size" in decls or "font" in decls else look[1]
         visibility = decls.get("visibility")
