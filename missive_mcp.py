@@ -3002,54 +3002,168 @@ def _has_header_fields(lines: list, index: int) -> bool:
     return "from:" in window and any(field in window for field in ("sent:", "date:", "to:", "subject:"))
 
 
-def quoted_source(quoted: str, known: list[tuple[str, str]]) -> int | None:
-    """The index of the known message (new text, whole text) that quoted history only repeats, if any: its
-    opening words appear in the quote, and the quote's words follow its whole text in order, adding at most
-    QUOTE_SLACK words and no number (so an altered copy or inline answers are never taken for history)."""
-    lines = [line for line in quoted.split("\n")
-             if not (_QUOTE_FRAME.match(line) or _ATTRIBUTION.search(line[-600:]))]
-    words = _words("\n".join(lines))
+# A quote counts as repeating an earlier message only when every line of it is accounted for: after a frame of
+# header or attribution lines made of that message's own names, addresses, subject and date, the quote is its
+# whole text token for token (punctuation and case included; whitespace, line breaks and "> " marks aside). A
+# stranger writes the quote, so anything added, changed or left out means it is shown. Two gaps are allowed,
+# because plain-text clients make them and they add nothing: the tail of a short "--" signature block, and a
+# closing "[...]" that stands for whole paragraphs at the end. Lines that only look like headers or an
+# attribution are text like any other anywhere else: the old "skip what looks like a header" let them carry
+# anything.
+QUOTE_FRAME_LINES = 12      # header and attribution lines a quote may open with (Outlook's block is about 7)
+QUOTE_FRAME_CHARS = 1000    # characters of one such line (a Cc of many people); a longer line is not a header
+QUOTE_SIGNATURE_LINES = 6   # lines under a "--" that make a signature block a client may leave out when quoting
+_QUOTE_PREFIX = re.compile(r"[>\s]*")
+_QUOTE_TOKEN = re.compile(r"\w+|[^\w\s]")
+_QUOTE_ELISION = ("[...]", "[…]")
+# The words of header fields and attributions in the clients and languages _ATTRIBUTION knows, reply prefixes,
+# and the names of days, months and time zones. Numbers are checked against the message's own time instead.
+_FRAME_WORDS = frozenset("""
+    from sent to cc bcc subject date reply original message mailto on at wrote am pm utc gmt z
+    re aw sv vs antw odp rif res r fw fwd wg tr rv
+    von gesendet an betreff datum ursprüngliche nachricht um schrieb uhr
+    de envoyé à objet le a écrit h message d origine
+    da inviato oggetto data il alle ha scritto
+    van verzonden aan onderwerp op om schreef oorspronkelijk bericht
+    para enviado asunto fecha el escribió em às escreveu
+    från skickat till ämne den kl skrev på
+    cet cest bst ist est edt cst cdt mst mdt pst pdt
+    monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun
+    january february march april may june july august september october november december
+    jan feb mar apr jun jul aug sep sept oct nov dec
+    lundi mardi mercredi jeudi vendredi samedi dimanche lun mer jeu ven sam dim
+    janvier février mars avril mai juin juillet août septembre octobre novembre décembre janv févr avr juil déc
+    montag dienstag mittwoch donnerstag freitag samstag sonntag mo di mi do fr sa so
+    januar februar märz juni juli dezember mär okt dez
+    lunes martes miércoles jueves viernes sábado domingo mié jue vie sáb dom
+    enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre ene abr ago dic
+    lunedì martedì mercoledì giovedì venerdì sabato domenica
+    gennaio febbraio aprile maggio giugno luglio settembre ottobre dicembre gen mag giu lug ott
+    maandag dinsdag woensdag donderdag vrijdag zaterdag zondag januari februari maart mei augustus
+    segunda terça quarta quinta sexta feira janeiro fevereiro março maio junho julho setembro outubro dezembro
+    måndag tisdag onsdag torsdag fredag lördag söndag maj augusti
+""".split())
+_FRAME_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
+_FRAME_CHARS = re.compile(r"[\w\s!-/:-@\[-`{-~]*")  # letters, digits, spaces and ASCII punctuation only
+_FRAME_TOKEN = re.compile(r"[^\W\d_]+|\d+")
+
+
+def quoted_source(quoted: str, known: list[tuple[str, dict]]) -> int | None:
+    """The index of the known message (whole text, message) that quoted history only repeats, if any.
+
+    The newest message whose opening words begin the quote after its frame decides: the frame must be that
+    message's own header or attribution (_frame_line) and the rest its whole text (_repeats), else None. Linear.
+    """
+    lines = [_QUOTE_PREFIX.sub("", line, 1) for line in quoted.split("\n")]
+    tokens, starts = [], []
+    for line in lines:
+        starts.append(len(tokens))
+        tokens.extend(_QUOTE_TOKEN.findall(line))
+    last = next((index for index in range(len(lines) - 1, -1, -1) if lines[index].strip()), None)
+    elided = last is not None and lines[last].strip() in _QUOTE_ELISION
+    end = starts[last] if elided else len(tokens)
     for index in range(len(known) - 1, -1, -1):  # the newest first: a reply quotes the message just before it
-        new, whole = known[index]
-        opening = _words(new)[:8]
-        if len(opening) >= 3 and _contains(words, opening):
-            return index if _only_repeats(words, _words(whole)) else None
+        whole, message = known[index]
+        opening = []
+        for _depth, content in _quote_lines(whole, 50):
+            opening.extend(match.group() for match in itertools.islice(_QUOTE_TOKEN.finditer(content),
+                                                                       8 - len(opening)))
+            if len(opening) == 8:
+                break
+        if len(opening) < 3:
+            continue
+        for body in range(min(len(lines), QUOTE_FRAME_LINES + 1)):
+            if tokens[starts[body]:starts[body] + len(opening)] == opening:
+                vocabulary = _frame_vocabulary(message)
+                if all(_frame_line(line, vocabulary) for line in lines[:body]) and \
+                        _repeats(tokens[starts[body]:end], whole, elided):
+                    return index
+                return None
     return None
 
 
-QUOTE_SLACK = 3  # words a quote may add to what it repeats (a client's "[...]" marker, a line it rewraps)
+def _quote_lines(text: str, limit: int = -1) -> list[tuple[int, str]]:
+    """(depth, content) of each line: its leading '>' marks counted and removed with the spaces around them."""
+    out = []
+    for line in text.split("\n", limit):
+        prefix = _QUOTE_PREFIX.match(line).end()
+        out.append((line.count(">", 0, prefix), line[prefix:]))
+    return out
 
 
-def _only_repeats(words: list[str], source: list[str]) -> bool:
-    """Whether words follow source in order, adding at most QUOTE_SLACK words and no word with a digit."""
-    where = {}
-    for position, word in enumerate(source):
-        where.setdefault(word, []).append(position)
-    position, added = 0, 0
-    for word in words:
-        places = where.get(word, ())
-        found = bisect.bisect_left(places, position)
-        if found < len(places):
-            position = places[found] + 1
+def _repeats(quoted: list[str], whole: str, elided: bool) -> bool:
+    """Whether the quote's tokens are the whole text's, in order, leaving out nothing but tails of short '--'
+    signature blocks and, when elided ('[...]' closes the quote), whole paragraphs at the end."""
+    lines = _quote_lines(whole)
+    tokens, starts, skip = [], [], {}
+    for _depth, content in lines:
+        starts.append(len(tokens))
+        tokens.extend(_QUOTE_TOKEN.findall(content))
+    starts.append(len(tokens))
+    for first, (depth, content) in enumerate(lines):
+        if content.rstrip() == "--":  # a signature block: this line and the next ones of its depth, to a blank
+            last = first + 1
+            while last < len(lines) and lines[last][1].strip() and lines[last][0] == depth:
+                last += 1
+            if last - first - 1 <= QUOTE_SIGNATURE_LINES:
+                skip.update((starts[line], starts[last]) for line in range(first, last))
+    position = 0
+    for token in quoted:
+        while position in skip and tokens[position] != token:
+            position = skip[position]  # the client left out the rest of a signature
+        if position >= len(tokens) or tokens[position] != token:
+            return False
+        position += 1
+    if elided:  # only whole paragraphs: the next line is blank, of another depth, or there is none
+        return position in {starts[index] for index in range(1, len(lines) + 1)
+                            if index == len(lines) or not lines[index][1].strip() or
+                            lines[index][0] != lines[index - 1][0]}
+    while position in skip:
+        position = skip[position]
+    return position == len(tokens)
+
+
+def _frame_vocabulary(message: dict) -> tuple[frozenset, frozenset, frozenset]:
+    """The words, addresses and numbers a header or attribution of this message may hold: its parties' names and
+    addresses, its subject, and the numbers of its time as a clock in any time zone shows it."""
+    words, addresses, numbers = set(), set(), set()
+    people = [message.get("from_field"), *_list(message.get("to_fields")), *_list(message.get("cc_fields")),
+              *_list(message.get("reply_to_fields"))]
+    for person in people:
+        if isinstance(person, dict):
+            if isinstance(person.get("name"), str):
+                words.update(_FRAME_TOKEN.findall(person["name"].lower()))
+            if isinstance(person.get("address"), str):
+                addresses.add(person["address"].lower())
+    if isinstance(message.get("subject"), str):
+        words.update(_FRAME_TOKEN.findall(message["subject"].lower()))
+    stamp = message.get("delivered_at")
+    if type(stamp) is int and 86400 <= stamp < 253402300800 - 86400:
+        for minutes in range(-12 * 60, 14 * 60 + 1, 15):  # every UTC offset in use
+            clock = time.gmtime(stamp + minutes * 60)
+            numbers.update((clock.tm_year, clock.tm_year % 100, clock.tm_mon, clock.tm_mday, clock.tm_hour,
+                            clock.tm_hour % 12 or 12, clock.tm_min, clock.tm_sec))
+    return frozenset(words), frozenset(addresses), frozenset(numbers)
+
+
+def _frame_line(line: str, vocabulary: tuple) -> bool:
+    """Whether a line that opens a quote is only a header field or attribution of the quoted message: short, of
+    ASCII punctuation, and each word one of its own names, addresses, subject or time, or a header's own word."""
+    words, addresses, numbers = vocabulary
+    if len(line) > QUOTE_FRAME_CHARS:
+        return False
+    rest = _FRAME_ADDRESS.sub(lambda match: " " if match.group().lower() in addresses else "\0", line)
+    if not _FRAME_CHARS.fullmatch(rest):
+        return False
+    for token in _FRAME_TOKEN.findall(rest.lower()):
+        if token in words or token in _FRAME_WORDS:
             continue
-        added += 1
-        if added > QUOTE_SLACK or any(c.isdigit() for c in word):
+        if not token.isdecimal() or len(token) > 4:
+            return False
+        if int(token) not in numbers and not (len(token) == 4 and int(token[:2]) <= 14 and token[2:] in
+                                              ("00", "15", "30", "45")):  # a zone offset: +0200, -0530
             return False
     return True
-
-
-# Lines of a quote that frame it rather than repeat the message: header fields, attributions, "[...]", "--".
-_QUOTE_FRAME = re.compile(r"[>\s]*((from|sent|to|cc|bcc|subject|date|von|gesendet|an|betreff|de|envoyé|à|objet)"
-                          r"\s*:|\[\.\.\.\]|-{2,}\s*$|$)", re.I)
-
-
-def _words(text: str) -> list[str]:
-    return [word for word in re.split(r"[^\w@.'-]+", text.replace(">", " ").lower()) if word]
-
-
-def _contains(words: list[str], run: list[str]) -> bool:
-    first, size = run[0], len(run)
-    return any(words[i:i + size] == run for i, word in enumerate(words) if word == first)
 
 
 def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, horizon: int | None) -> str:
@@ -3063,7 +3177,8 @@ def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, hori
     view["url"] = conversation.get("web_url")
     entry_cap = max(2000, budget // 3)
     cut = f"{entry_cap:,} characters; missive_get_message reads it whole]"
-    known, shaped = [], []  # shaped: (entry, text with its quote, index of the entry the quote repeats)
+    known = []  # (whole text, the message with its time, index in shaped) of each message, for the quotes after it
+    shaped = []  # (entry, text with its quote, index of the entry the quote repeats)
     for stamp, kind, item in ordered:  # oldest first, so a quote can be matched with what came before it
         entry, full, source = {"kind": kind[:-1], "id": item["id"], "at": iso(stamp)}, None, None
         if kind == "messages":
@@ -3075,10 +3190,10 @@ def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, hori
             body = message.get("body") if isinstance(message.get("body"), str) else message.get("preview") or ""
             full = readable_body(body, entry_cap, call.deadline, cut_hint=cut)
             new, history = split_quoted_history(full)
-            source = quoted_source(history, [(text, whole) for text, whole, _index in known]) if history else None
+            source = quoted_source(history, [(whole, meta) for whole, meta, _index in known]) if history else None
             text = full if source is None else (
                 f"{new}\n[quoted history omitted: it repeats the message of {shaped[known[source][2]][0]['at']} above]")
-            known.append((new, full, len(shaped)))
+            known.append((full, {**message, "delivered_at": stamp}, len(shaped)))
         elif kind == "comments":
             entry["author"] = party(item.get("author"))
             text = item.get("body") if isinstance(item.get("body"), str) else ""

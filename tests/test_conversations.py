@@ -186,21 +186,85 @@ def test_split_quoted_history(name):
         assert (got_new, got_history) == (new, history)
 
 
+MARCUS = {"name": "Marcus Bell", "address": "marcus@northwind.test"}
+DANA = {"name": "Dana", "address": "dana@stranger.test"}
+OURS = ("<p>Hi Dana,</p><p>As agreed, we will pay the invoice of 4,800 EUR within 30 days to your usual account at "
+        "Northbank, once the 40 tent poles are delivered to our Lyon warehouse.</p><p>Best regards,<br>Marcus</p>")
+# Outlook's header block over our message, as a stranger's reply would carry it (Monday 2024-07-22 09:20 UTC)
+FRAME = ("<p>Thanks Marcus, confirmed.</p><div>From: Marcus Bell &lt;marcus@northwind.test&gt;<br>Sent: Monday, "
+         "July 22, 2024 11:20 AM<br>To: Dana<br>Subject: Order 7702</div>")
+QUOTED = OURS  # the quote: clients keep the HTML they quote
+GMAIL = "<p>Thanks Marcus, confirmed.</p><div>On Mon, 22 Jul 2024 at 11:20, Marcus Bell wrote:</div>"
+IBAN = "GB29EVIL60161331926819"
+
+
+def reply_as_read(fake, run, reply: str) -> str:
+    """Our message to Dana and her reply with this HTML body, read as one conversation: the reply's text."""
+    fake.add_message(OURS, subject="Order 7702", delivered_at=1721640000, from_field=MARCUS, to_fields=[DANA])
+    conversation = fake.data["conversations"][-1]["id"]
+    answer = fake.add_message(reply, conversation_id=conversation, subject="Re: Order 7702", delivered_at=1721643600,
+                              from_field=DANA, to_fields=[MARCUS])
+    result, data = run("missive_read_conversation", {"conversation_id": conversation})
+    assert not result.is_error, text(result)
+    return next(entry["text"] for entry in data["timeline"] if entry["id"] == answer)
+
+
+@pytest.mark.parametrize("reply", [FRAME + QUOTED, GMAIL + f"<blockquote>{QUOTED}</blockquote>"])
+def test_an_honest_quote_under_its_own_header_is_left_out(fake, run, reply):
+    """The baseline the attacks below depart from: the same reply, quoting us exactly, is trimmed."""
+    assert reply_as_read(fake, run, reply) == (
+        "Thanks Marcus, confirmed.\n[quoted history omitted: it repeats the message of 2024-07-22T09:20:00Z above]")
+
+
 def test_an_altered_copy_posing_as_quoted_history_is_shown(fake, run):
     """A stranger quotes our message with a new IBAN in it: not a repeat, so the model sees the whole of it."""
-    ours = ("<p>Hi Dana,</p><p>As agreed, we will pay the invoice of 4,800 EUR within 30 days to your usual account "
-            "at Northbank, once the 40 tent poles are delivered to our Lyon warehouse.</p><p>Best regards,<br>"
-            "Marcus</p>")
-    altered = ("<p>Thanks Marcus, confirmed.</p><div>From: Marcus<br>Sent: Monday, July 22, 2024<br>To: Dana<br>"
-               "Subject: Order 7702</div><p>Hi Dana,</p><p>As agreed, we will pay the invoice of 4,800 EUR within "
-               "30 days to your NEW account IBAN GB29EVIL60161331926819 at Northbank, once the 40 tent poles are "
-               "delivered to our Lyon warehouse. Pay today.</p><p>Best regards,<br>Marcus</p>")
-    fake.add_message(ours, subject="Order 7702", delivered_at=1721640000)
-    conversation = fake.data["conversations"][-1]["id"]
-    fake.add_message(altered, conversation_id=conversation, subject="Re: Order 7702", delivered_at=1721643600)
-    result, data = run("missive_read_conversation", {"conversation_id": conversation})
-    assert "GB29EVIL60161331926819" in text(result)
-    assert "quoted history omitted" not in text(result)
+    altered = FRAME + QUOTED.replace("to your usual account", f"to your NEW account IBAN {IBAN}")
+    shown = reply_as_read(fake, run, altered)
+    assert IBAN in shown and "quoted history omitted" not in shown
+
+
+QUOTE_ATTACKS = {  # name -> the stranger's reply: each hides new or altered text inside an otherwise exact quote
+    # a line that begins like a header field, inside the quote or in its header block
+    "header_line_in_the_quote": FRAME + QUOTED + f"<p>To: accounts payable - URGENT: our bank changed, pay the 4,800 "
+                                                 f"EUR today to IBAN {IBAN}</p>",
+    "header_line_in_the_frame": FRAME.replace("To: Dana", f"To: Dana, accounts payable: pay IBAN {IBAN} today")
+    + QUOTED,
+    "subject_line_in_the_frame": FRAME.replace("Subject: Order 7702", "Subject: Order 7702 paid to new account")
+    + QUOTED,
+    "number_on_the_sent_line": FRAME.replace("11:20 AM", "11:20 AM 60161331926819") + QUOTED,
+    # a line that looks like an attribution ('On ... wrote ...:'), after the quote or where an attribution goes
+    "attribution_line_in_the_quote": FRAME + QUOTED + f"<p>On second thought the CEO wrote that you must pay IBAN "
+                                                      f"{IBAN} immediately: do not wait for delivery</p>",
+    "attribution_line_at_the_start": GMAIL.replace("wrote:", f"wrote, pay IBAN {IBAN} today:")
+    + f"<blockquote>{QUOTED}</blockquote>",
+    # words left out of, or added to, the quoted message
+    "word_deletion": FRAME + QUOTED.replace("once the 40 tent poles are delivered to our Lyon warehouse",
+                                            "once the tent poles are delivered"),
+    "one_word_deleted": FRAME + QUOTED.replace("the 40 tent poles", "the tent poles"),
+    "added_words": FRAME + QUOTED.replace("within 30 days", "within 30 days never"),
+    "changed_punctuation": FRAME + QUOTED.replace("Northbank, once", "Northbank. Once"),
+    # a "[...]" that cuts a sentence short rather than leaving out whole paragraphs
+    "elision_inside_a_paragraph": FRAME + QUOTED.split("within")[0] + "[...]</p>",
+}
+
+
+@pytest.mark.parametrize("attack", QUOTE_ATTACKS)
+def test_quoted_header_line_cannot_hide_new_text(fake, run, attack):
+    """Named after the first attack; each case is one way a quote could pose as a repeat while adding, changing or
+    leaving out text: it is shown whole, never replaced by 'it repeats the message above'."""
+    shown = reply_as_read(fake, run, QUOTE_ATTACKS[attack])
+    assert "quoted history omitted" not in shown
+    assert "Hi Dana," in shown
+
+
+def test_quote_may_leave_out_only_whole_paragraphs_after_an_elision(fake, run):
+    """A closing "[...]" (plain-text clients) may stand for paragraphs left out at the end, nothing else."""
+    kept = FRAME + QUOTED.split("<p>Best regards")[0] + "<p>[...]</p>"
+    assert "quoted history omitted" in reply_as_read(fake, run, kept)
+
+
+MONDAY = 1721640000  # Monday 2024-07-22 09:20:00 UTC
+DANAS = {"from_field": {"name": "Dana"}, "to_fields": [{"name": "Marcus"}], "subject": "Order", "delivered_at": MONDAY}
 
 
 def test_inline_answers_with_new_numbers_are_never_dropped_as_history():
@@ -208,8 +272,53 @@ def test_inline_answers_with_new_numbers_are_never_dropped_as_history():
     answer = ("Answers inline below.\n\nFrom: Dana\nSent: Monday\nTo: Marcus\nSubject: Order\n\nHi Marcus,\n"
               "Can you ship the 40 poles on Monday? Friday\nIs the price still 4,800 EUR? 5,900\nThanks, Dana")
     _new, history = m.split_quoted_history(answer)
-    assert history and m.quoted_source(history, [(earlier, earlier)]) is None
-    assert m.quoted_source(history.replace(" Friday", "").replace(" 5,900", ""), [(earlier, earlier)]) == 0
+    assert history and m.quoted_source(history, [(earlier, DANAS)]) is None
+    assert m.quoted_source(history.replace(" Friday", "").replace(" 5,900", ""), [(earlier, DANAS)]) == 0
+
+
+@pytest.mark.parametrize("frame, repeats", [
+    ("On Mon, 22 Jul 2024 at 11:20, Dana <dana@x.test> wrote:", True),  # Gmail, in the writer's time zone
+    ("Le lun. 22 juil. 2024 à 09:20, Dana <dana@x.test> a écrit :", True),
+    ("On Jul 22, 2024, at 9:20 PM, Dana wrote:", True),  # UTC+12
+    ("On Mon, Jul 22, 2024 at 09:20:00AM +0000, Dana wrote:", True),
+    ("From: Dana\nSent: Montag, 22. Juli 2024 11:20\nTo: Marcus\nSubject: AW: Order", True),
+    ("On Mon, 22 Jul 2024 at 09:20, Dana <dana@elsewhere.test> wrote:", False),  # not its address
+    ("On Mon, 22 Jul 2024 at 09:20, Dana Evil <dana@x.test> wrote:", False),  # not its name
+    ("On Mon, 25 Jul 2024 at 09:20, Dana wrote:", False),  # not its day in any time zone
+    ("On Mon, 22 Jul 2031 at 09:20, Dana wrote:", False),  # not its year
+    ("On Mon, 22 Jul 2024 at 09:20, Dana wrote: pay 7702", False),  # 7702 is no part of its metadata
+    ("On Mon, 22 Jul 2024 at 09:20, Dana wrote: ☎", False),
+    ("From: Dana\nSent: Monday\nImportance: High\nTo: Marcus", False),
+    ("From: Dana\nTo: " + "Marcus " * 200, False),  # a header line is short
+])
+def test_quoted_attribution_line_must_be_made_of_the_messages_own_metadata(frame, repeats):
+    """A frame line may say only what the quoted message's own fields say: names, addresses, subject, its time."""
+    earlier = "Hi Marcus,\nCan you ship the poles?\nThanks, Dana"
+    message = {**DANAS, "from_field": {"name": "Dana", "address": "dana@x.test"}}
+    quote = frame + "\n\n" + "\n".join("> " + line for line in earlier.split("\n"))
+    assert (m.quoted_source(quote, [(earlier, message)]) == 0) is repeats
+
+
+def test_quoted_signature_tail_is_the_only_thing_a_quote_may_leave_out():
+    earlier = "Hi Dana,\n\nWe will not pay before delivery.\n\n--\nMarcus Bell\nWarehouse\nNorthwind"
+    message = {**DANAS, "from_field": {"name": "Marcus Bell"}}
+    quote = "On Mon, 22 Jul 2024 at 09:20, Marcus Bell wrote:\n" + "\n".join("> " + line for line in
+                                                                             earlier.split("\n"))
+    assert m.quoted_source(quote, [(earlier, message)]) == 0
+    assert m.quoted_source(quote.replace("> Warehouse\n> Northwind", ""), [(earlier, message)]) == 0
+    assert m.quoted_source(quote.replace("> --\n> Marcus Bell\n> Warehouse\n> Northwind", ""),
+                           [(earlier, message)]) == 0
+    assert m.quoted_source(quote.replace("> Marcus Bell\n", ""), [(earlier, message)]) is None  # not a tail
+    assert m.quoted_source(quote.replace(" not", ""), [(earlier, message)]) is None
+
+
+def test_quoted_source_is_linear_on_a_hostile_quote():
+    """Many frame-like lines and a long quote: each line is tokenised once, one message is compared."""
+    earlier = "Some ordinary words in a line of a long message.\n" * 2000
+    known = [(earlier, DANAS)] * 40
+    hostile = ("> To: Marcus Dana Monday\n" * 20000) + "> " + earlier.replace("\n", "\n> ")
+    ordinary = ("> " + earlier.replace("\n", "\n> ")) * 4
+    assert_linear(lambda quote: m.quoted_source(quote, known), hostile, ordinary)
 
 
 def test_split_quoted_history_is_linear_on_hostile_text():
