@@ -1325,6 +1325,7 @@ async def read_conversation(call: Call) -> str:
     until = args.get("until")
     pages = {kind: [] for kind in kinds}
     reached = {kind: until for kind in kinds}  # where the next page of a kind would start; None when exhausted
+    crowded = []  # (kind, time) of full pages that all share one second: entries past them there are unreachable
 
     async def page(kind):
         route, key, field = TIMELINE_KINDS[kind]
@@ -1337,6 +1338,8 @@ async def read_conversation(call: Call) -> str:
             reached[kind] = None
         else:  # until is inclusive: step past a page that shares one timestamp, so paging always advances
             oldest = min(item[field] for item in items)
+            if oldest == reached[kind]:  # more than 10 share this second: Missive's paging cannot reach the rest
+                crowded.append((kind, oldest))
             reached[kind] = oldest - 1 if oldest == reached[kind] else oldest
         return len(items)
 
@@ -1364,7 +1367,8 @@ async def read_conversation(call: Call) -> str:
         for item in found if isinstance(found, list) else [found]:
             if isinstance(item, dict) and isinstance(item.get("id"), str):
                 bodies[item["id"]] = item
-    return await call.client.offload(call.deadline, _timeline, call, header, ordered, bodies, budget, horizon)
+    return await call.client.offload(call.deadline, _timeline, call, header, ordered, bodies, budget, horizon,
+                                     crowded)
 
 
 async def _all(*steps):
@@ -3166,9 +3170,11 @@ def _frame_line(line: str, vocabulary: tuple) -> bool:
     return True
 
 
-def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, horizon: int | None) -> str:
+def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, horizon: int | None,
+              crowded: list = ()) -> str:
     """Shape read_conversation's result in a worker thread: the header, then the newest entries that fit the
-    budget, shown oldest first, with what was left out and the next_page that reads it."""
+    budget, shown oldest first, with what was left out, the next_page that reads it, and the seconds holding
+    more entries than Missive's paging can reach (crowded: (kind, time) pairs)."""
     conversation = header.get("conversations") if isinstance(header, dict) else None
     conversation = conversation[0] if isinstance(conversation, list) and conversation else conversation
     conversation = conversation if isinstance(conversation, dict) else {}
@@ -3213,6 +3219,11 @@ def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, hori
             entry["text"] = full
     shown = [prune(entry) for entry, _full, _source in shaped[first:]]
     result = {"conversation": prune(view), "timeline": shown}
+    crowded = [(kind, stamp) for kind, stamp in dict.fromkeys(crowded) if horizon is None or stamp > horizon]
+    if crowded:  # a later call could not read them either (its until is inclusive too): say so, never cut silently
+        result["missing"] = "; ".join(
+            f"some {kind} at {iso(stamp)} may be missing: more than 10 share that second and Missive's paging "
+            f"cannot reach past the first 10 of them" for kind, stamp in crowded)
     if first or horizon is not None:
         result["omitted"] = (f"{first} older entries (the newest of them at {shaped[first - 1][0]['at']}) did not "
                              f"fit in max_chars" if first else f"entries at or before {iso(horizon)} were not read")

@@ -111,6 +111,34 @@ def test_read_conversation_never_cuts_silently_and_next_page_reads_the_rest(run)
     assert set(seen) == set(read(run)["timeline"][i]["id"] for i in range(26))  # nothing was skipped
 
 
+def test_same_timestamp_entries_past_a_page_are_named_never_cut_silently(fake, run):
+    """Thirteen messages share one second (a sender's fixed Date, an integration's delivered_at): Missive's until
+    is inclusive, so no page can reach past the first 10 of them. The result says so instead of dropping three."""
+    second = 1721643600
+    fake.add_message("<p>filler 0</p>", delivered_at=second)
+    conversation = fake.data["conversations"][-1]["id"]
+    for n in range(1, 12):
+        fake.add_message(f"<p>filler {n}</p>", conversation_id=conversation, delivered_at=second)
+    fake.add_message("<p>LEGIT: please refund order 7702</p>", conversation_id=conversation, delivered_at=second)
+    fake.add_message("<p>an older message</p>", conversation_id=conversation, delivered_at=second - 3600)
+    result, data = run("missive_read_conversation", {"conversation_id": conversation})
+    assert not result.is_error, text(result)
+    assert [entry["at"] for entry in data["timeline"]] == ["2024-07-22T09:20:00Z"] + ["2024-07-22T10:20:00Z"] * 10
+    assert data["missing"] == ("some messages at 2024-07-22T10:20:00Z may be missing: more than 10 share that second "
+                               "and Missive's paging cannot reach past the first 10 of them")
+    assert "next_page" not in data  # nothing a later call could read: the note is the whole truth
+
+
+def test_no_missing_note_when_a_second_holds_fewer_than_a_page(fake, run):
+    second = 1721643600
+    fake.add_message("<p>one</p>", delivered_at=second)
+    conversation = fake.data["conversations"][-1]["id"]
+    for n in range(12):
+        fake.add_message(f"<p>at its own second {n}</p>", conversation_id=conversation, delivered_at=second - 5 + n % 5)
+    result, data = run("missive_read_conversation", {"conversation_id": conversation})
+    assert len(data["timeline"]) == 13 and "missing" not in data
+
+
 def test_read_conversation_cuts_a_long_body_and_says_how_to_read_it(fake, run):
     body = "<p>" + " ".join(f"word{n}" for n in range(30000)) + "</p>"
     conversation = fake.data["conversations"][0]["id"]
