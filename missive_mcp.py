@@ -1237,8 +1237,13 @@ async def reply_context(call: Call) -> None:
     sender = _list(message.get("reply_to_fields")) or [message.get("from_field")]
     # Answering our own message (sent from Missive: it has an author) goes to its recipients; a stranger's
     # message that merely claims our address as its sender is answered to that address, never to its To.
-    if isinstance(message.get("author"), dict) and sender and _addresses(sender) <= ours:
+    own = isinstance(message.get("author"), dict) and sender and _addresses(sender) <= ours
+    if own:
         sender = _list(message.get("to_fields"))
+    # A Reply-To other than the sender is how a mail posing as the CEO gets answered to a lookalike domain: the
+    # result says where the recipients came from and who the sender was, so the two addresses are seen together.
+    elsewhere = not own and "to_fields" not in args and \
+        parties(message.get("reply_to_fields")) not in ([], [party(message.get("from_field"))])
     chosen = {}
     conversation = message.get("conversation")
     conversation = conversation.get("id") if isinstance(conversation, dict) else conversation
@@ -1262,6 +1267,9 @@ async def reply_context(call: Call) -> None:
         if references:
             args["references"] = list(dict.fromkeys(references))[-50:]
     chosen["to"] = parties(args["to_fields"])
+    if elsewhere:
+        chosen["to_is_reply_to"] = (f"the message's Reply-To, not its sender "
+                                    f"{party(message.get('from_field')) or '(none given)'}: check the address")
     chosen["cc"] = parties(args.get("cc_fields"))
     chosen["bcc"] = parties(args.get("bcc_fields"))
     chosen["note"] = ("A reply draft: a person reviews the recipients (including cc and bcc) and sends it in "
@@ -2932,8 +2940,11 @@ def compact_message(item):
     """One message in the compact view (bodies, when present, are kept as shaped)."""
     if not isinstance(item, dict):
         return item
-    out = {"id": item.get("id"), "at": iso(item.get("delivered_at") or item.get("created_at")),
-           "from": party(item.get("from_field")) or party(item.get("author")),
+    sender = party(item.get("from_field")) or party(item.get("author"))
+    reply_to = parties(item.get("reply_to_fields"))
+    # A reply goes to Reply-To, so a model must see it wherever it differs from the sender (a BEC mail's trick).
+    out = {"id": item.get("id"), "at": iso(item.get("delivered_at") or item.get("created_at")), "from": sender,
+           "reply_to": reply_to if reply_to != [sender] else [],
            "to": parties(item.get("to_fields")), "cc": parties(item.get("cc_fields")),
            "bcc": parties(item.get("bcc_fields")), "subject": item.get("subject"), "preview": item.get("preview"),
            "attachments": [note for note in map(attachment_note, _list(item.get("attachments"))) if note],

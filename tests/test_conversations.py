@@ -448,6 +448,29 @@ def test_conversation_messages_compact_view(api):
                                  "email_message_id": "<a@b>"}]
 
 
+BEC = {"id": "m1", "type": "email", "delivered_at": 1721640000, "subject": "Urgent wire",
+       "from_field": {"name": "Olivia (CEO)", "address": "olivia@northwind.test"},
+       "reply_to_fields": [{"name": "Olivia (CEO)", "address": "olivia@northwind-payments.example"}],
+       "to_fields": [{"name": "Priya", "address": "priya@northwind.test"}]}
+SAME = {**BEC, "id": "m2", "reply_to_fields": [{"name": "Olivia (CEO)", "address": "olivia@northwind.test"}]}
+
+
+def test_reply_to_hidden_from_the_read_views_is_shown(api):
+    """A reply goes to Reply-To: wherever a message is read, a Reply-To other than the sender is shown beside it."""
+    api.get(f"{API}/conversations/c1", json={"conversations": [{"id": "c1", "subject": "Urgent wire"}]})
+    api.get(f"{API}/conversations/c1/messages", json={"messages": [BEC, SAME]})
+    api.get(f"{API}/messages/m1,m2", json={"messages": [{**BEC, "body": "<p>Confirm the new IBAN today.</p>"},
+                                                         {**SAME, "body": "<p>Thanks.</p>"}]})
+    read = json.loads(text(call("missive_read_conversation", {"conversation_id": "c1", "include": ["messages"]})))
+    api.get(f"{API}/conversations/c1/messages", json={"messages": [BEC, SAME]})
+    listed = json.loads(text(call("missive_list_conversation_messages", {"conversation_id": "c1"})))["messages"]
+    for bec, same in (read["timeline"], listed):
+        assert bec["from"] == "Olivia (CEO) <olivia@northwind.test>"
+        assert bec["reply_to"] == ["Olivia (CEO) <olivia@northwind-payments.example>"]
+        assert list(bec)[list(bec).index("from") + 1] == "reply_to"  # read beside the sender
+        assert "reply_to" not in same  # the same as the sender: said once
+
+
 # ---- replies that thread ------------------------------------------------------------------------------------------------
 
 ANSWERED = {
@@ -486,6 +509,22 @@ def test_reply_draft_threads_to_the_message_it_answers(reply):
     assert result["reply"]["to"] == ["Mei Lin <mei@alpine.example>"]
     assert "never sends" in result["reply"]["note"] and "bcc" in result["reply"]["note"]
     assert "send" not in sent and "send_at" not in sent
+
+
+def test_reply_draft_to_a_hidden_reply_to_names_it_beside_the_sender(reply):
+    """The draft goes to the Reply-To (as a mail client's reply would); the result shows its address and says it
+    is not the sender, naming the sender's, so a lookalike domain is seen."""
+    bec = {**ANSWERED, "from_field": {"name": "Olivia (CEO)", "address": "olivia@northwind.test"},
+           "reply_to_fields": [{"name": "Olivia (CEO)", "address": "olivia@northwind-payments.example"}]}
+    sent, result = reply({}, bec)
+    assert sent["to_fields"] == [{"address": "olivia@northwind-payments.example", "name": "Olivia (CEO)"}]
+    assert result["reply"]["to"] == ["Olivia (CEO) <olivia@northwind-payments.example>"]
+    assert result["reply"]["to_is_reply_to"] == ("the message's Reply-To, not its sender Olivia (CEO) "
+                                                 "<olivia@northwind.test>: check the address")
+    _, plain = reply({}, {**bec, "reply_to_fields": [bec["from_field"]]})
+    assert "to_is_reply_to" not in plain["reply"]  # Reply-To is the sender: nothing to point out
+    _, given = reply({"to_fields": [{"address": "olivia@northwind.test"}]}, bec)
+    assert "to_is_reply_to" not in given["reply"]  # the caller chose the recipients
 
 
 def test_reply_all_copies_the_others_but_never_the_token_user(reply):
