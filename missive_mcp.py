@@ -1218,8 +1218,10 @@ _RE_PREFIX = re.compile(r"((re|aw|sv|vs|antw|odp|rif|res|r)[ \t]{0,3}(\[\d{1,4}\
 
 
 @reads("GET /messages/{message_ids}", "GET /users",
-       says="with reply_to_message: conversation, subject, to_fields, cc_fields (reply_all) and references are "
-            "taken from that message unless given, never the token user's own addresses; the result lists them")
+       says="with reply_to_message: conversation, subject, to_fields (its Reply-To, else its sender), cc_fields "
+            "(reply_all) and references are taken from that message unless given, never the token user's own "
+            "addresses; a recipient that is not one plain address is left out, and a name holding an address (after "
+            "NFKC); the result lists them, the recipients left out, and a Reply-To that is not the sender")
 async def reply_context(call: Call) -> None:
     """Step: fill a reply's conversation, subject, recipients and Message-ID references from the message it
     answers, unless given; the result states what was chosen."""
@@ -1254,12 +1256,14 @@ async def reply_context(call: Call) -> None:
         subject = " ".join(message["subject"].split())[:998]  # one line, within RFC 5322's line limit
         args["subject"] = chosen["subject"] = "Re: " + subject[_RE_PREFIX.match(subject).end()
                                                                 if _RE_PREFIX.match(subject) else 0:]
+    dropped = []  # recipients of the message a draft cannot take as they are: named in the result
     if "to_fields" not in args:
-        args["to_fields"] = _recipients(sender, set(ours), phones=message.get("type") not in (None, "email"))
+        args["to_fields"] = _recipients(sender, set(ours), phones=message.get("type") not in (None, "email"),
+                                        where="to", dropped=dropped)
     if args.get("reply_all") and "cc_fields" not in args:
         taken = ours | _addresses(args["to_fields"])
         args["cc_fields"] = _recipients([*_list(message.get("to_fields")), *_list(message.get("cc_fields"))],
-                                        taken)
+                                        taken, where="cc", dropped=dropped)
     if "references" not in args:
         references = [ref for ref in [*_list(message.get("references")), message.get("email_message_id")]
                       if isinstance(ref, str) and 0 < len(ref) <= 1000 and ref.isprintable() and
@@ -1272,6 +1276,8 @@ async def reply_context(call: Call) -> None:
                                     f"{party(message.get('from_field')) or '(none given)'}: check the address")
     chosen["cc"] = parties(args.get("cc_fields"))
     chosen["bcc"] = parties(args.get("bcc_fields"))
+    if dropped:
+        chosen["dropped"] = dropped
     chosen["note"] = ("A reply draft: a person reviews the recipients (including cc and bcc) and sends it in "
                       "Missive; this server never sends.")
     call.notes["reply"] = chosen
@@ -1283,26 +1289,51 @@ async def reply_context(call: Call) -> None:
 
 
 def _addresses(values) -> set[str]:
+    """The addresses of a list of parties, lower-cased."""
     return {value["address"].lower() for value in _list(values)
             if isinstance(value, dict) and isinstance(value.get("address"), str)}
 
 
-def _recipients(values, taken: set[str], phones: bool = False) -> list[dict]:
+# A recipient taken from a message is one plain address: a single @ and nothing a list or a header could be split
+# on (whitespace, commas, semicolons, brackets, quotes, controls), within RFC 5321's lengths, and no compatibility
+# look-alikes (NFKC leaves it as it is). "ceo@x, attacker@evil" or "ceo@x\r\nBcc: attacker@evil" is not one.
+_ADDRESS_PART = r"[^\s@,;:<>\"()\[\]\\\x00-\x1f\x7f]"
+_PLAIN_ADDRESS = re.compile(_ADDRESS_PART + "{1,64}@" + _ADDRESS_PART + "{1,189}")
+_PLAIN_PHONE = re.compile(r"\+?[0-9][0-9 ().-]{2,31}")
+
+
+def _recipients(values, taken: set[str], phones: bool = False, where: str = "to",
+                dropped: list | None = None) -> list[dict]:
     """Recipients as a draft takes them, each once, leaving out the taken addresses; phone numbers only for a text
-    channel. A name that holds an address of its own (posing as someone else) is left out."""
+    channel. An entry that is not one plain address (or phone number) is left out and named in dropped; a name
+    that holds an address of its own, after NFKC (a fullwidth @ is one), is left out (it poses as someone else)."""
     out = []
     for value in _list(values):
         if not isinstance(value, dict):
             continue
-        entry = {key: " ".join(value[key].split()) for key in ("address", "name", "phone_number")
-                 if isinstance(value.get(key), str) and value[key].strip()}
-        if "@" in entry.get("name", "") or "<" in entry.get("name", ""):
-            del entry["name"]
-        handle = entry.get("address") or (entry.get("phone_number") if phones else None)
-        if not phones:
-            entry.pop("phone_number", None)
-        if handle and handle.lower() not in taken:
-            taken.add(handle.lower())
+        address, name, phone = (value[key].strip() if isinstance(value.get(key), str) else ""
+                                for key in ("address", "name", "phone_number"))
+        name, phone = " ".join(name.split()), " ".join(phone.split())
+        if address and not (_PLAIN_ADDRESS.fullmatch(address) and unicodedata.normalize("NFKC", address) == address):
+            problem, shown = "not one plain address", address
+        elif not address and phones and phone and not _PLAIN_PHONE.fullmatch(phone):
+            problem, shown = "not a phone number", phone
+        elif not address and not (phones and phone):
+            problem, shown = "no address", name or phone
+        else:
+            problem = shown = ""
+        if problem:
+            if shown and dropped is not None:
+                dropped.append(f"{where} '{_shown(shown, 120)}': {problem}")
+            continue
+        entry = {"address": address} if address else {}
+        if name and not any(c in unicodedata.normalize("NFKC", name) for c in "@<>"):
+            entry["name"] = name
+        if phones and phone:
+            entry["phone_number"] = phone
+        handle = (address or phone).lower()
+        if handle not in taken:
+            taken.add(handle)
             out.append(entry)
     return out
 

@@ -570,6 +570,42 @@ def test_reply_recipients_from_a_hostile_message_are_sanitised(reply):
     assert sent["references"] == ["<ok@x>", "<m9@mail.example>"]
 
 
+@pytest.mark.parametrize("address", [
+    "ceo@northwind.test, attacker@evil.example",  # two addresses travelling as one
+    "ceo@northwind.test\r\nBcc: attacker@evil.example",  # CRLF: collapsed, it would read "... Bcc: ..."
+    "ceo@northwind.test;attacker@evil.example", "CEO <attacker@evil.example>", '"ceo@northwind.test"@evil.example',
+    "ceo@northwind.test@evil.example", "ceo", "ceo@", "@evil.example", "ceo(x)@evil.example",
+    "ceo@north\twind.test", "x" * 65 + "@evil.example", "ceo@" + "x" * 190 + ".example",
+    "ｃｅｏ@northwind.test",  # fullwidth letters: NFKC would change it
+])
+def test_reply_fields_holding_more_than_one_plain_address_are_dropped_and_named(reply, address):
+    hostile = {**ANSWERED, "reply_to_fields": [{"name": "CEO", "address": address}],
+               "cc_fields": [{"name": "Julien", "address": address}]}
+    sent, result = reply({"reply_all": True}, hostile)
+    assert sent["to_fields"] == []
+    assert sent["cc_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"}]
+    shown = m._shown(m.visible_text(address), 120)  # as every string of an answer, cleaned first (\r is dropped)
+    assert result["reply"]["dropped"] == [f"{where} '{shown}': not one plain address" for where in ("to", "cc")]
+
+
+@pytest.mark.parametrize("name", ["ceo＠northwind.test", "ceo﹫northwind.test", "CEO ‹ceo@northwind.test›",
+                                  "CEO ＜ceo at northwind.test＞"])
+def test_reply_fields_with_a_lookalike_address_in_the_name_keep_only_the_address(reply, name):
+    """A display name holding an address, once NFKC folds its look-alikes, poses as someone else: it is left out."""
+    sent, result = reply({}, {**ANSWERED, "from_field": {"name": name, "address": "attacker@evil.example"}})
+    assert sent["to_fields"] == [{"address": "attacker@evil.example"}]
+    assert result["reply"]["to"] == ["attacker@evil.example"]
+
+
+def test_reply_fields_keep_ordinary_addresses(reply):
+    plain = {**ANSWERED, "reply_to_fields": [{"name": "Seán O'Brien", "address": "o'brien+orders@sub.alpine.example"},
+                                             {"name": "Mei Lin", "address": " mei@alpine.example "}]}
+    sent, result = reply({}, plain)
+    assert sent["to_fields"] == [{"address": "o'brien+orders@sub.alpine.example", "name": "Seán O'Brien"},
+                                 {"address": "mei@alpine.example", "name": "Mei Lin"}]
+    assert "dropped" not in result["reply"]
+
+
 def test_reply_subject_of_hostile_whitespace_is_read_in_linear_time(reply):
     sent, _ = reply({}, {**ANSWERED, "subject": " " * 200_000 + "Re: x"})
     assert sent["subject"] == "Re: x"
