@@ -3053,7 +3053,8 @@ def _has_header_fields(lines: list, index: int) -> bool:
 # whole text token for token (punctuation and case included; whitespace, line breaks and "> " marks aside). A
 # stranger writes the quote, so anything added, changed or left out means it is shown. Two gaps are allowed,
 # because plain-text clients make them and they add nothing: the tail of a short "--" signature block, and a
-# closing "[...]" that stands for whole paragraphs at the end. Lines that only look like headers or an
+# closing "[...]" that stands for whole paragraphs at the end of the message's own quoted history (never its own
+# words: "We will pay. [...]" must not drop "Only after delivery."). Lines that only look like headers or an
 # attribution are text like any other anywhere else: the old "skip what looks like a header" let them carry
 # anything.
 QUOTE_FRAME_LINES = 12      # header and attribution lines a quote may open with (Outlook's block is about 7)
@@ -3139,7 +3140,8 @@ def _quote_lines(text: str, limit: int = -1) -> list[tuple[int, str]]:
 
 def _repeats(quoted: list[str], whole: str, elided: bool) -> bool:
     """Whether the quote's tokens are the whole text's, in order, leaving out nothing but tails of short '--'
-    signature blocks and, when elided ('[...]' closes the quote), whole paragraphs at the end."""
+    signature blocks and, when elided ('[...]' closes the quote), whole paragraphs of its quoted history at the
+    end."""
     lines = _quote_lines(whole)
     tokens, starts, skip = [], [], {}
     for _depth, content in lines:
@@ -3160,10 +3162,11 @@ def _repeats(quoted: list[str], whole: str, elided: bool) -> bool:
         if position >= len(tokens) or tokens[position] != token:
             return False
         position += 1
-    if elided:  # only whole paragraphs: the next line is blank, of another depth, or there is none
-        return position in {starts[index] for index in range(1, len(lines) + 1)
-                            if index == len(lines) or not lines[index][1].strip() or
-                            lines[index][0] != lines[index - 1][0]}
+    if elided:  # whole paragraphs (the next line is blank, of another depth, or none) of quoted lines or signatures
+        rest = next((index for index in range(1, len(lines) + 1) if starts[index] == position and (
+            index == len(lines) or not lines[index][1].strip() or lines[index][0] != lines[index - 1][0])), None)
+        return rest is not None and all(depth or not content.strip() or starts[index] in skip
+                                        for index, (depth, content) in enumerate(lines[rest:], rest))
     while position in skip:
         position = skip[position]
     return position == len(tokens)

@@ -271,8 +271,9 @@ QUOTE_ATTACKS = {  # name -> the stranger's reply: each hides new or altered tex
     "one_word_deleted": FRAME + QUOTED.replace("the 40 tent poles", "the tent poles"),
     "added_words": FRAME + QUOTED.replace("within 30 days", "within 30 days never"),
     "changed_punctuation": FRAME + QUOTED.replace("Northbank, once", "Northbank. Once"),
-    # a "[...]" that cuts a sentence short rather than leaving out whole paragraphs
+    # a "[...]" that cuts a sentence short, or leaves out the message's own words rather than its quoted history
     "elision_inside_a_paragraph": FRAME + QUOTED.split("within")[0] + "[...]</p>",
+    "elision_of_its_own_paragraphs": FRAME + QUOTED.split("<p>Best regards")[0] + "<p>[...]</p>",
 }
 
 
@@ -283,12 +284,6 @@ def test_quoted_header_line_cannot_hide_new_text(fake, run, attack):
     shown = reply_as_read(fake, run, QUOTE_ATTACKS[attack])
     assert "quoted history omitted" not in shown
     assert "Hi Dana," in shown
-
-
-def test_quote_may_leave_out_only_whole_paragraphs_after_an_elision(fake, run):
-    """A closing "[...]" (plain-text clients) may stand for paragraphs left out at the end, nothing else."""
-    kept = FRAME + QUOTED.split("<p>Best regards")[0] + "<p>[...]</p>"
-    assert "quoted history omitted" in reply_as_read(fake, run, kept)
 
 
 MONDAY = 1721640000  # Monday 2024-07-22 09:20:00 UTC
@@ -338,6 +333,19 @@ def test_quoted_signature_tail_is_the_only_thing_a_quote_may_leave_out():
                            [(earlier, message)]) == 0
     assert m.quoted_source(quote.replace("> Marcus Bell\n", ""), [(earlier, message)]) is None  # not a tail
     assert m.quoted_source(quote.replace(" not", ""), [(earlier, message)]) is None
+
+
+def test_quoted_elision_may_leave_out_only_the_quoted_messages_own_history():
+    """A closing "[...]" (plain-text clients) may stand for whole paragraphs of the history the message quotes."""
+    earlier = ("Hi Dana,\n\nWe will pay.\n\nOnly after delivery.\n\nOn Mon, 22 Jul 2024 at 09:20, Dana wrote:\n"
+               "> Hi Marcus,\n>\n> Can you pay?\n>\n> Thanks, Dana\n\n--\nMarcus")
+    message = {**DANAS, "from_field": {"name": "Marcus"}}
+    frame = "On Mon, 22 Jul 2024 at 09:20, Marcus wrote:\n"
+    quote = frame + "\n".join("> " + line for line in earlier.split("\n"))
+    assert m.quoted_source(quote, [(earlier, message)]) == 0
+    assert m.quoted_source(quote.split("> > Can you")[0] + "> > [...]", [(earlier, message)]) == 0
+    assert m.quoted_source(quote.split("> Only")[0] + "> [...]", [(earlier, message)]) is None  # its own words
+    assert m.quoted_source(quote.split("> > Thanks")[0] + "[...]\n> > Thanks, Dana", [(earlier, message)]) is None
 
 
 def test_quoted_source_is_linear_on_a_hostile_quote():
