@@ -1316,7 +1316,7 @@ def _recipients(values, taken: set[str], phones: bool = False, where: str = "to"
         name, phone = " ".join(name.split()), " ".join(phone.split())
         if address and not (_PLAIN_ADDRESS.fullmatch(address) and unicodedata.normalize("NFKC", address) == address):
             problem, shown = "not one plain address", address
-        elif not address and phones and phone and not _PLAIN_PHONE.fullmatch(phone):
+        elif phones and phone and not _PLAIN_PHONE.fullmatch(phone):
             problem, shown = "not a phone number", phone
         elif not address and not (phones and phone):
             problem, shown = "no address", name or phone

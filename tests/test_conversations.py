@@ -614,6 +614,15 @@ def test_reply_fields_keep_ordinary_addresses(reply):
     assert "dropped" not in result["reply"]
 
 
+def test_reply_fields_of_a_text_channel_take_one_phone_number(reply):
+    sms = {**ANSWERED, "type": "twilio", "from_field": {"name": "Tomás", "phone_number": "+34 600 111 222"},
+           "to_fields": [{"phone_number": "+15550100"}], "cc_fields": []}
+    sent, _ = reply({}, sms)
+    assert sent["to_fields"] == [{"name": "Tomás", "phone_number": "+34 600 111 222"}]
+    _, result = reply({}, {**sms, "from_field": {"phone_number": "+34600111222, +447700900123"}})
+    assert result["reply"]["dropped"] == ["to '+34600111222, +447700900123': not a phone number"]
+
+
 def test_reply_subject_of_hostile_whitespace_is_read_in_linear_time(reply):
     sent, _ = reply({}, {**ANSWERED, "subject": " " * 200_000 + "Re: x"})
     assert sent["subject"] == "Re: x"
