@@ -2400,7 +2400,8 @@ bodies as text, next_page) → one text result.""",
 3. Tests named after attacks (5 min): tests/test_security.py (path injection, sending keys, verbs, token, netrc,
    redirects, silent fetches), tests/test_peer.py (drips, broken framing, lost write answers, escaped token
    echoes, forged hints, proxies, logs), tests/test_html_text.py (hidden text, invisible characters, lying links,
-   hostile bodies), tests/test_conversations.py (quoted-history hiding, hostile reply fields).
+   hostile bodies), tests/test_conversations.py (quoted-history hiding, hostile reply fields, a hidden Reply-To,
+   entries sharing one second).
 4. Not a security boundary (5 min): annotations (hints for clients); the appendix's text shaping (hidden-text
    detection covers the common techniques, not every CSS a mail client renders); the compact views (view full
    shows Missive's objects); Missive's own permissions (the token acts as its user); a person's review of each
