@@ -1219,8 +1219,10 @@ _RE_PREFIX = re.compile(r"((re|aw|sv|vs|antw|odp|rif|res|r)[ \t]{0,3}(\[\d{1,4}\
 
 
 @reads("GET /messages/{message_ids}", "GET /users",
-       says="with reply_to_message: conversation, subject, to_fields, cc_fields (reply_all) and references are "
-            "taken from that message unless given, never the token user's own addresses; the result lists them")
+       says="with reply_to_message: conversation, subject, to_fields (its Reply-To, else its sender), cc_fields "
+            "(reply_all) and references are taken from that message unless given, never the token user's own "
+            "addresses; a recipient that is not one plain address is left out, and a name holding an address (after "
+            "NFKC); the result lists them, the recipients left out, and a Reply-To that is not the sender")
 async def reply_context(call: Call) -> None:
     """Step: fill a reply's conversation, subject, recipients and Message-ID references from the message it
     answers, unless given; the result states what was chosen."""
@@ -1238,8 +1240,13 @@ async def reply_context(call: Call) -> None:
     sender = _list(message.get("reply_to_fields")) or [message.get("from_field")]
     # Answering our own message (sent from Missive: it has an author) goes to its recipients; a stranger's
     # message that merely claims our address as its sender is answered to that address, never to its To.
-    if isinstance(message.get("author"), dict) and sender and _addresses(sender) <= ours:
+    own = isinstance(message.get("author"), dict) and sender and _addresses(sender) <= ours
+    if own:
         sender = _list(message.get("to_fields"))
+    # A Reply-To other than the sender is how a mail posing as the CEO gets answered to a lookalike domain: the
+    # result says where the recipients came from and who the sender was, so the two addresses are seen together.
+    elsewhere = not own and "to_fields" not in args and \
+        parties(message.get("reply_to_fields")) not in ([], [party(message.get("from_field"))])
     chosen = {}
     conversation = message.get("conversation")
     conversation = conversation.get("id") if isinstance(conversation, dict) else conversation
@@ -1250,12 +1257,14 @@ async def reply_context(call: Call) -> None:
         subject = " ".join(message["subject"].split())[:998]  # one line, within RFC 5322's line limit
         args["subject"] = chosen["subject"] = "Re: " + subject[_RE_PREFIX.match(subject).end()
                                                                 if _RE_PREFIX.match(subject) else 0:]
+    dropped = []  # recipients of the message a draft cannot take as they are: named in the result
     if "to_fields" not in args:
-        args["to_fields"] = _recipients(sender, set(ours), phones=message.get("type") not in (None, "email"))
+        args["to_fields"] = _recipients(sender, set(ours), phones=message.get("type") not in (None, "email"),
+                                        where="to", dropped=dropped)
     if args.get("reply_all") and "cc_fields" not in args:
         taken = ours | _addresses(args["to_fields"])
         args["cc_fields"] = _recipients([*_list(message.get("to_fields")), *_list(message.get("cc_fields"))],
-                                        taken)
+                                        taken, where="cc", dropped=dropped)
     if "references" not in args:
         references = [ref for ref in [*_list(message.get("references")), message.get("email_message_id")]
                       if isinstance(ref, str) and 0 < len(ref) <= 1000 and ref.isprintable() and
@@ -1263,8 +1272,13 @@ async def reply_context(call: Call) -> None:
         if references:
             args["references"] = list(dict.fromkeys(references))[-50:]
     chosen["to"] = parties(args["to_fields"])
+    if elsewhere:
+        chosen["to_is_reply_to"] = (f"the message's Reply-To, not its sender "
+                                    f"{party(message.get('from_field')) or '(none given)'}: check the address")
     chosen["cc"] = parties(args.get("cc_fields"))
     chosen["bcc"] = parties(args.get("bcc_fields"))
+    if dropped:
+        chosen["dropped"] = dropped
     chosen["note"] = ("A reply draft: a person reviews the recipients (including cc and bcc) and sends it in "
                       "Missive; this server never sends.")
     call.notes["reply"] = chosen
@@ -1276,26 +1290,51 @@ async def reply_context(call: Call) -> None:
 
 
 def _addresses(values) -> set[str]:
+    """The addresses of a list of parties, lower-cased."""
     return {value["address"].lower() for value in _list(values)
             if isinstance(value, dict) and isinstance(value.get("address"), str)}
 
 
-def _recipients(values, taken: set[str], phones: bool = False) -> list[dict]:
+# A recipient taken from a message is one plain address: a single @ and nothing a list or a header could be split
+# on (whitespace, commas, semicolons, brackets, quotes, controls), within RFC 5321's lengths, and no compatibility
+# look-alikes (NFKC leaves it as it is). "ceo@x, attacker@evil" or "ceo@x\r\nBcc: attacker@evil" is not one.
+_ADDRESS_PART = r"[^\s@,;:<>\"()\[\]\\\x00-\x1f\x7f]"
+_PLAIN_ADDRESS = re.compile(_ADDRESS_PART + "{1,64}@" + _ADDRESS_PART + "{1,189}")
+_PLAIN_PHONE = re.compile(r"\+?[0-9][0-9 ().-]{2,31}")
+
+
+def _recipients(values, taken: set[str], phones: bool = False, where: str = "to",
+                dropped: list | None = None) -> list[dict]:
     """Recipients as a draft takes them, each once, leaving out the taken addresses; phone numbers only for a text
-    channel. A name that holds an address of its own (posing as someone else) is left out."""
+    channel. An entry that is not one plain address (or phone number) is left out and named in dropped; a name
+    that holds an address of its own, after NFKC (a fullwidth @ is one), is left out (it poses as someone else)."""
     out = []
     for value in _list(values):
         if not isinstance(value, dict):
             continue
-        entry = {key: " ".join(value[key].split()) for key in ("address", "name", "phone_number")
-                 if isinstance(value.get(key), str) and value[key].strip()}
-        if "@" in entry.get("name", "") or "<" in entry.get("name", ""):
-            del entry["name"]
-        handle = entry.get("address") or (entry.get("phone_number") if phones else None)
-        if not phones:
-            entry.pop("phone_number", None)
-        if handle and handle.lower() not in taken:
-            taken.add(handle.lower())
+        address, name, phone = (value[key].strip() if isinstance(value.get(key), str) else ""
+                                for key in ("address", "name", "phone_number"))
+        name, phone = " ".join(name.split()), " ".join(phone.split())
+        if address and not (_PLAIN_ADDRESS.fullmatch(address) and unicodedata.normalize("NFKC", address) == address):
+            problem, shown = "not one plain address", address
+        elif phones and phone and not _PLAIN_PHONE.fullmatch(phone):
+            problem, shown = "not a phone number", phone
+        elif not address and not (phones and phone):
+            problem, shown = "no address", name or phone
+        else:
+            problem = shown = ""
+        if problem:
+            if shown and dropped is not None:
+                dropped.append(f"{where} '{_shown(shown, 120)}': {problem}")
+            continue
+        entry = {"address": address} if address else {}
+        if name and not any(c in unicodedata.normalize("NFKC", name) for c in "@<>"):
+            entry["name"] = name
+        if phones and phone:
+            entry["phone_number"] = phone
+        handle = (address or phone).lower()
+        if handle not in taken:
+            taken.add(handle)
             out.append(entry)
     return out
 
@@ -1326,6 +1365,7 @@ async def read_conversation(call: Call) -> str:
     until = args.get("until")
     pages = {kind: [] for kind in kinds}
     reached = {kind: until for kind in kinds}  # where the next page of a kind would start; None when exhausted
+    crowded = []  # (kind, time) of full pages that all share one second: entries past them there are unreachable
 
     async def page(kind):
         route, key, field = TIMELINE_KINDS[kind]
@@ -1338,6 +1378,8 @@ async def read_conversation(call: Call) -> str:
             reached[kind] = None
         else:  # until is inclusive: step past a page that shares one timestamp, so paging always advances
             oldest = min(item[field] for item in items)
+            if oldest == reached[kind]:  # more than 10 share this second: Missive's paging cannot reach the rest
+                crowded.append((kind, oldest))
             reached[kind] = oldest - 1 if oldest == reached[kind] else oldest
         return len(items)
 
@@ -1365,7 +1407,8 @@ async def read_conversation(call: Call) -> str:
         for item in found if isinstance(found, list) else [found]:
             if isinstance(item, dict) and isinstance(item.get("id"), str):
                 bodies[item["id"]] = item
-    return await call.client.offload(call.deadline, _timeline, call, header, ordered, bodies, budget, horizon)
+    return await call.client.offload(call.deadline, _timeline, call, header, ordered, bodies, budget, horizon,
+                                     crowded)
 
 
 async def _all(*steps):
@@ -2421,7 +2464,8 @@ bodies as text, next_page) → one text result.""",
 3. Tests named after attacks (5 min): tests/test_security.py (path injection, sending keys, verbs, token, netrc,
    redirects, silent fetches), tests/test_peer.py (drips, broken framing, lost write answers, escaped token
    echoes, forged hints, proxies, logs), tests/test_html_text.py (hidden text, invisible characters, lying links,
-   hostile bodies), tests/test_conversations.py (quoted-history hiding, hostile reply fields).
+   hostile bodies), tests/test_conversations.py (quoted-history hiding, hostile reply fields, a hidden Reply-To,
+   entries sharing one second).
 4. Not a security boundary (5 min): annotations (hints for clients); the appendix's text shaping (hidden-text
    detection covers the common techniques, not every CSS a mail client renders); the compact views (view full
    shows Missive's objects); Missive's own permissions (the token acts as its user); a person's review of each
@@ -3015,8 +3059,11 @@ def compact_message(item):
     """One message in the compact view (bodies, when present, are kept as shaped)."""
     if not isinstance(item, dict):
         return item
-    out = {"id": item.get("id"), "at": iso(item.get("delivered_at") or item.get("created_at")),
-           "from": party(item.get("from_field")) or party(item.get("author")),
+    sender = party(item.get("from_field")) or party(item.get("author"))
+    reply_to = parties(item.get("reply_to_fields"))
+    # A reply goes to Reply-To, so a model must see it wherever it differs from the sender (a BEC mail's trick).
+    out = {"id": item.get("id"), "at": iso(item.get("delivered_at") or item.get("created_at")), "from": sender,
+           "reply_to": reply_to if reply_to != [sender] else [],
            "to": parties(item.get("to_fields")), "cc": parties(item.get("cc_fields")),
            "bcc": parties(item.get("bcc_fields")), "subject": item.get("subject"), "preview": item.get("preview"),
            "attachments": [note for note in map(attachment_note, _list(item.get("attachments"))) if note],
@@ -3089,59 +3136,178 @@ def _has_header_fields(lines: list, index: int) -> bool:
     return "from:" in window and any(field in window for field in ("sent:", "date:", "to:", "subject:"))
 
 
-def quoted_source(quoted: str, known: list[tuple[str, str]]) -> int | None:
-    """The index of the known message (new text, whole text) that quoted history only repeats, if any: its
-    opening words appear in the quote, and the quote's words follow its whole text in order, adding at most
-    QUOTE_SLACK words and no number (so an altered copy or inline answers are never taken for history)."""
-    lines = [line for line in quoted.split("\n")
-             if not (_QUOTE_FRAME.match(line) or _ATTRIBUTION.search(line[-600:]))]
-    words = _words("\n".join(lines))
+# A quote counts as repeating an earlier message only when every line of it is accounted for: after a frame of
+# header or attribution lines made of that message's own names, addresses, subject and date, the quote is its
+# whole text token for token (punctuation and case included; whitespace, line breaks and "> " marks aside). A
+# stranger writes the quote, so anything added, changed or left out means it is shown. Two gaps are allowed,
+# because plain-text clients make them and they add nothing: the tail of a short "--" signature block, and a
+# closing "[...]" that stands for whole paragraphs at the end of the message's own quoted history (never its own
+# words: "We will pay. [...]" must not drop "Only after delivery."). Lines that only look like headers or an
+# attribution are text like any other anywhere else: the old "skip what looks like a header" let them carry
+# anything.
+QUOTE_FRAME_LINES = 12      # header and attribution lines a quote may open with (Outlook's block is about 7)
+QUOTE_FRAME_CHARS = 1000    # characters of one such line (a Cc of many people); a longer line is not a header
+QUOTE_SIGNATURE_LINES = 6   # lines under a "--" that make a signature block a client may leave out when quoting
+_QUOTE_PREFIX = re.compile(r"[>\s]*")
+_QUOTE_TOKEN = re.compile(r"\w+|[^\w\s]")
+_QUOTE_ELISION = ("[...]", "[…]")
+# The words of header fields and attributions in the clients and languages _ATTRIBUTION knows, reply prefixes,
+# and the names of days, months and time zones. Numbers are checked against the message's own time instead.
+_FRAME_WORDS = frozenset("""
+    from sent to cc bcc subject date reply original message mailto on at wrote am pm utc gmt z
+    re aw sv vs antw odp rif res r fw fwd wg tr rv
+    von gesendet an betreff datum ursprüngliche nachricht um schrieb uhr
+    de envoyé à objet le a écrit h message d origine
+    da inviato oggetto data il alle ha scritto
+    van verzonden aan onderwerp op om schreef oorspronkelijk bericht
+    para enviado asunto fecha el escribió em às escreveu
+    från skickat till ämne den kl skrev på
+    cet cest bst ist est edt cst cdt mst mdt pst pdt
+    monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun
+    january february march april may june july august september october november december
+    jan feb mar apr jun jul aug sep sept oct nov dec
+    lundi mardi mercredi jeudi vendredi samedi dimanche lun mer jeu ven sam dim
+    janvier février mars avril mai juin juillet août septembre octobre novembre décembre janv févr avr juil déc
+    montag dienstag mittwoch donnerstag freitag samstag sonntag mo di mi do fr sa so
+    januar februar märz juni juli dezember mär okt dez
+    lunes martes miércoles jueves viernes sábado domingo mié jue vie sáb dom
+    enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre ene abr ago dic
+    lunedì martedì mercoledì giovedì venerdì sabato domenica
+    gennaio febbraio aprile maggio giugno luglio settembre ottobre dicembre gen mag giu lug ott
+    maandag dinsdag woensdag donderdag vrijdag zaterdag zondag januari februari maart mei augustus
+    segunda terça quarta quinta sexta feira janeiro fevereiro março maio junho julho setembro outubro dezembro
+    måndag tisdag onsdag torsdag fredag lördag söndag maj augusti
+""".split())
+_FRAME_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
+_FRAME_CHARS = re.compile(r"[\w\s!-/:-@\[-`{-~]*")  # letters, digits, spaces and ASCII punctuation only
+_FRAME_TOKEN = re.compile(r"[^\W\d_]+|\d+")
+
+
+def quoted_source(quoted: str, known: list[tuple[str, dict]]) -> int | None:
+    """The index of the known message (whole text, message) that quoted history only repeats, if any.
+
+    The newest message whose opening words begin the quote after its frame decides: the frame must be that
+    message's own header or attribution (_frame_line) and the rest its whole text (_repeats), else None. Linear.
+    """
+    lines = [_QUOTE_PREFIX.sub("", line, 1) for line in quoted.split("\n")]
+    tokens, starts = [], []
+    for line in lines:
+        starts.append(len(tokens))
+        tokens.extend(_QUOTE_TOKEN.findall(line))
+    last = next((index for index in range(len(lines) - 1, -1, -1) if lines[index].strip()), None)
+    elided = last is not None and lines[last].strip() in _QUOTE_ELISION
+    end = starts[last] if elided else len(tokens)
     for index in range(len(known) - 1, -1, -1):  # the newest first: a reply quotes the message just before it
-        new, whole = known[index]
-        opening = _words(new)[:8]
-        if len(opening) >= 3 and _contains(words, opening):
-            return index if _only_repeats(words, _words(whole)) else None
+        whole, message = known[index]
+        opening = []
+        for _depth, content in _quote_lines(whole, 50):
+            opening.extend(match.group() for match in itertools.islice(_QUOTE_TOKEN.finditer(content),
+                                                                       8 - len(opening)))
+            if len(opening) == 8:
+                break
+        if len(opening) < 3:
+            continue
+        for body in range(min(len(lines), QUOTE_FRAME_LINES + 1)):
+            if tokens[starts[body]:starts[body] + len(opening)] == opening:
+                vocabulary = _frame_vocabulary(message)
+                if all(_frame_line(line, vocabulary) for line in lines[:body]) and \
+                        _repeats(tokens[starts[body]:end], whole, elided):
+                    return index
+                return None
     return None
 
 
-QUOTE_SLACK = 3  # words a quote may add to what it repeats (a client's "[...]" marker, a line it rewraps)
+def _quote_lines(text: str, limit: int = -1) -> list[tuple[int, str]]:
+    """(depth, content) of each line: its leading '>' marks counted and removed with the spaces around them."""
+    out = []
+    for line in text.split("\n", limit):
+        prefix = _QUOTE_PREFIX.match(line).end()
+        out.append((line.count(">", 0, prefix), line[prefix:]))
+    return out
 
 
-def _only_repeats(words: list[str], source: list[str]) -> bool:
-    """Whether words follow source in order, adding at most QUOTE_SLACK words and no word with a digit."""
-    where = {}
-    for position, word in enumerate(source):
-        where.setdefault(word, []).append(position)
-    position, added = 0, 0
-    for word in words:
-        places = where.get(word, ())
-        found = bisect.bisect_left(places, position)
-        if found < len(places):
-            position = places[found] + 1
+def _repeats(quoted: list[str], whole: str, elided: bool) -> bool:
+    """Whether the quote's tokens are the whole text's, in order, leaving out nothing but tails of short '--'
+    signature blocks and, when elided ('[...]' closes the quote), whole paragraphs of its quoted history at the
+    end."""
+    lines = _quote_lines(whole)
+    tokens, starts, skip = [], [], {}
+    for _depth, content in lines:
+        starts.append(len(tokens))
+        tokens.extend(_QUOTE_TOKEN.findall(content))
+    starts.append(len(tokens))
+    for first, (depth, content) in enumerate(lines):
+        if content.rstrip() == "--":  # a signature block: this line and the next ones of its depth, to a blank
+            last = first + 1
+            while last < len(lines) and lines[last][1].strip() and lines[last][0] == depth:
+                last += 1
+            if last - first - 1 <= QUOTE_SIGNATURE_LINES:
+                skip.update((starts[line], starts[last]) for line in range(first, last))
+    position = 0
+    for token in quoted:
+        while position in skip and tokens[position] != token:
+            position = skip[position]  # the client left out the rest of a signature
+        if position >= len(tokens) or tokens[position] != token:
+            return False
+        position += 1
+    if elided:  # whole paragraphs (the next line is blank, of another depth, or none) of quoted lines or signatures
+        rest = next((index for index in range(1, len(lines) + 1) if starts[index] == position and (
+            index == len(lines) or not lines[index][1].strip() or lines[index][0] != lines[index - 1][0])), None)
+        return rest is not None and all(depth or not content.strip() or starts[index] in skip
+                                        for index, (depth, content) in enumerate(lines[rest:], rest))
+    while position in skip:
+        position = skip[position]
+    return position == len(tokens)
+
+
+def _frame_vocabulary(message: dict) -> tuple[frozenset, frozenset, frozenset]:
+    """The words, addresses and numbers a header or attribution of this message may hold: its parties' names and
+    addresses, its subject, and the numbers of its time as a clock in any time zone shows it."""
+    words, addresses, numbers = set(), set(), set()
+    people = [message.get("from_field"), *_list(message.get("to_fields")), *_list(message.get("cc_fields")),
+              *_list(message.get("reply_to_fields"))]
+    for person in people:
+        if isinstance(person, dict):
+            if isinstance(person.get("name"), str):
+                words.update(_FRAME_TOKEN.findall(person["name"].lower()))
+            if isinstance(person.get("address"), str):
+                addresses.add(person["address"].lower())
+    if isinstance(message.get("subject"), str):
+        words.update(_FRAME_TOKEN.findall(message["subject"].lower()))
+    stamp = message.get("delivered_at")
+    if type(stamp) is int and 86400 <= stamp < 253402300800 - 86400:
+        for minutes in range(-12 * 60, 14 * 60 + 1, 15):  # every UTC offset in use
+            clock = time.gmtime(stamp + minutes * 60)
+            numbers.update((clock.tm_year, clock.tm_year % 100, clock.tm_mon, clock.tm_mday, clock.tm_hour,
+                            clock.tm_hour % 12 or 12, clock.tm_min, clock.tm_sec))
+    return frozenset(words), frozenset(addresses), frozenset(numbers)
+
+
+def _frame_line(line: str, vocabulary: tuple) -> bool:
+    """Whether a line that opens a quote is only a header field or attribution of the quoted message: short, of
+    ASCII punctuation, and each word one of its own names, addresses, subject or time, or a header's own word."""
+    words, addresses, numbers = vocabulary
+    if len(line) > QUOTE_FRAME_CHARS:
+        return False
+    rest = _FRAME_ADDRESS.sub(lambda match: " " if match.group().lower() in addresses else "\0", line)
+    if not _FRAME_CHARS.fullmatch(rest):
+        return False
+    for token in _FRAME_TOKEN.findall(rest.lower()):
+        if token in words or token in _FRAME_WORDS:
             continue
-        added += 1
-        if added > QUOTE_SLACK or any(c.isdigit() for c in word):
+        if not token.isdecimal() or len(token) > 4:
+            return False
+        if int(token) not in numbers and not (len(token) == 4 and int(token[:2]) <= 14 and token[2:] in
+                                              ("00", "15", "30", "45")):  # a zone offset: +0200, -0530
             return False
     return True
 
 
-# Lines of a quote that frame it rather than repeat the message: header fields, attributions, "[...]", "--".
-_QUOTE_FRAME = re.compile(r"[>\s]*((from|sent|to|cc|bcc|subject|date|von|gesendet|an|betreff|de|envoyé|à|objet)"
-                          r"\s*:|\[\.\.\.\]|-{2,}\s*$|$)", re.I)
-
-
-def _words(text: str) -> list[str]:
-    return [word for word in re.split(r"[^\w@.'-]+", text.replace(">", " ").lower()) if word]
-
-
-def _contains(words: list[str], run: list[str]) -> bool:
-    first, size = run[0], len(run)
-    return any(words[i:i + size] == run for i, word in enumerate(words) if word == first)
-
-
-def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, horizon: int | None) -> str:
+def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, horizon: int | None,
+              crowded: list = ()) -> str:
     """Shape read_conversation's result in a worker thread: the header, then the newest entries that fit the
-    budget, shown oldest first, with what was left out and the next_page that reads it."""
+    budget, shown oldest first, with what was left out, the next_page that reads it, and the seconds holding
+    more entries than Missive's paging can reach (crowded: (kind, time) pairs)."""
     conversation = header.get("conversations") if isinstance(header, dict) else None
     conversation = conversation[0] if isinstance(conversation, list) and conversation else conversation
     conversation = conversation if isinstance(conversation, dict) else {}
@@ -3150,7 +3316,8 @@ def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, hori
     view["url"] = conversation.get("web_url")
     entry_cap = max(2000, budget // 3)
     cut = f"{entry_cap:,} characters; missive_get_message reads it whole]"
-    known, shaped = [], []  # shaped: (entry, text with its quote, index of the entry the quote repeats)
+    known = []  # (whole text, the message with its time, index in shaped) of each message, for the quotes after it
+    shaped = []  # (entry, text with its quote, index of the entry the quote repeats)
     for stamp, kind, item in ordered:  # oldest first, so a quote can be matched with what came before it
         entry, full, source = {"kind": kind[:-1], "id": item["id"], "at": iso(stamp)}, None, None
         if kind == "messages":
@@ -3162,10 +3329,10 @@ def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, hori
             body = message.get("body") if isinstance(message.get("body"), str) else message.get("preview") or ""
             full = readable_body(body, entry_cap, call.deadline, cut_hint=cut)
             new, history = split_quoted_history(full)
-            source = quoted_source(history, [(text, whole) for text, whole, _index in known]) if history else None
+            source = quoted_source(history, [(whole, meta) for whole, meta, _index in known]) if history else None
             text = full if source is None else (
                 f"{new}\n[quoted history omitted: it repeats the message of {shaped[known[source][2]][0]['at']} above]")
-            known.append((new, full, len(shaped)))
+            known.append((full, {**message, "delivered_at": stamp}, len(shaped)))
         elif kind == "comments":
             entry["author"] = party(item.get("author"))
             text = item.get("body") if isinstance(item.get("body"), str) else ""
@@ -3185,6 +3352,11 @@ def _timeline(call: Call, header, ordered: list, bodies: dict, budget: int, hori
             entry["text"] = full
     shown = [prune(entry) for entry, _full, _source in shaped[first:]]
     result = {"conversation": prune(view), "timeline": shown}
+    crowded = [(kind, stamp) for kind, stamp in dict.fromkeys(crowded) if horizon is None or stamp > horizon]
+    if crowded:  # a later call could not read them either (its until is inclusive too): say so, never cut silently
+        result["missing"] = "; ".join(
+            f"some {kind} at {iso(stamp)} may be missing: more than 10 share that second and Missive's paging "
+            f"cannot reach past the first 10 of them" for kind, stamp in crowded)
     if first or horizon is not None:
         result["omitted"] = (f"{first} older entries (the newest of them at {shaped[first - 1][0]['at']}) did not "
                              f"fit in max_chars" if first else f"entries at or before {iso(horizon)} were not read")

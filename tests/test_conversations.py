@@ -111,6 +111,34 @@ def test_read_conversation_never_cuts_silently_and_next_page_reads_the_rest(run)
     assert set(seen) == set(read(run)["timeline"][i]["id"] for i in range(26))  # nothing was skipped
 
 
+def test_same_timestamp_entries_past_a_page_are_named_never_cut_silently(fake, run):
+    """Thirteen messages share one second (a sender's fixed Date, an integration's delivered_at): Missive's until
+    is inclusive, so no page can reach past the first 10 of them. The result says so instead of dropping three."""
+    second = 1721643600
+    fake.add_message("<p>filler 0</p>", delivered_at=second)
+    conversation = fake.data["conversations"][-1]["id"]
+    for n in range(1, 12):
+        fake.add_message(f"<p>filler {n}</p>", conversation_id=conversation, delivered_at=second)
+    fake.add_message("<p>LEGIT: please refund order 7702</p>", conversation_id=conversation, delivered_at=second)
+    fake.add_message("<p>an older message</p>", conversation_id=conversation, delivered_at=second - 3600)
+    result, data = run("missive_read_conversation", {"conversation_id": conversation})
+    assert not result.is_error, text(result)
+    assert [entry["at"] for entry in data["timeline"]] == ["2024-07-22T09:20:00Z"] + ["2024-07-22T10:20:00Z"] * 10
+    assert data["missing"] == ("some messages at 2024-07-22T10:20:00Z may be missing: more than 10 share that second "
+                               "and Missive's paging cannot reach past the first 10 of them")
+    assert "next_page" not in data  # nothing a later call could read: the note is the whole truth
+
+
+def test_no_missing_note_when_a_second_holds_fewer_than_a_page(fake, run):
+    second = 1721643600
+    fake.add_message("<p>one</p>", delivered_at=second)
+    conversation = fake.data["conversations"][-1]["id"]
+    for n in range(12):
+        fake.add_message(f"<p>at its own second {n}</p>", conversation_id=conversation, delivered_at=second - 5 + n % 5)
+    result, data = run("missive_read_conversation", {"conversation_id": conversation})
+    assert len(data["timeline"]) == 13 and "missing" not in data
+
+
 def test_read_conversation_cuts_a_long_body_and_says_how_to_read_it(fake, run):
     body = "<p>" + " ".join(f"word{n}" for n in range(30000)) + "</p>"
     conversation = fake.data["conversations"][0]["id"]
@@ -186,21 +214,80 @@ def test_split_quoted_history(name):
         assert (got_new, got_history) == (new, history)
 
 
+MARCUS = {"name": "Marcus Bell", "address": "marcus@northwind.test"}
+DANA = {"name": "Dana", "address": "dana@stranger.test"}
+OURS = ("<p>Hi Dana,</p><p>As agreed, we will pay the invoice of 4,800 EUR within 30 days to your usual account at "
+        "Northbank, once the 40 tent poles are delivered to our Lyon warehouse.</p><p>Best regards,<br>Marcus</p>")
+# Outlook's header block over our message, as a stranger's reply would carry it (Monday 2024-07-22 09:20 UTC)
+FRAME = ("<p>Thanks Marcus, confirmed.</p><div>From: Marcus Bell &lt;marcus@northwind.test&gt;<br>Sent: Monday, "
+         "July 22, 2024 11:20 AM<br>To: Dana<br>Subject: Order 7702</div>")
+QUOTED = OURS  # the quote: clients keep the HTML they quote
+GMAIL = "<p>Thanks Marcus, confirmed.</p><div>On Mon, 22 Jul 2024 at 11:20, Marcus Bell wrote:</div>"
+IBAN = "GB29EVIL60161331926819"
+
+
+def reply_as_read(fake, run, reply: str) -> str:
+    """Our message to Dana and her reply with this HTML body, read as one conversation: the reply's text."""
+    fake.add_message(OURS, subject="Order 7702", delivered_at=1721640000, from_field=MARCUS, to_fields=[DANA])
+    conversation = fake.data["conversations"][-1]["id"]
+    answer = fake.add_message(reply, conversation_id=conversation, subject="Re: Order 7702", delivered_at=1721643600,
+                              from_field=DANA, to_fields=[MARCUS])
+    result, data = run("missive_read_conversation", {"conversation_id": conversation})
+    assert not result.is_error, text(result)
+    return next(entry["text"] for entry in data["timeline"] if entry["id"] == answer)
+
+
+@pytest.mark.parametrize("reply", [FRAME + QUOTED, GMAIL + f"<blockquote>{QUOTED}</blockquote>"])
+def test_an_honest_quote_under_its_own_header_is_left_out(fake, run, reply):
+    """The baseline the attacks below depart from: the same reply, quoting us exactly, is trimmed."""
+    assert reply_as_read(fake, run, reply) == (
+        "Thanks Marcus, confirmed.\n[quoted history omitted: it repeats the message of 2024-07-22T09:20:00Z above]")
+
+
 def test_an_altered_copy_posing_as_quoted_history_is_shown(fake, run):
     """A stranger quotes our message with a new IBAN in it: not a repeat, so the model sees the whole of it."""
-    ours = ("<p>Hi Dana,</p><p>As agreed, we will pay the invoice of 4,800 EUR within 30 days to your usual account "
-            "at Northbank, once the 40 tent poles are delivered to our Lyon warehouse.</p><p>Best regards,<br>"
-            "Marcus</p>")
-    altered = ("<p>Thanks Marcus, confirmed.</p><div>From: Marcus<br>Sent: Monday, July 22, 2024<br>To: Dana<br>"
-               "Subject: Order 7702</div><p>Hi Dana,</p><p>As agreed, we will pay the invoice of 4,800 EUR within "
-               "30 days to your NEW account IBAN GB29EVIL60161331926819 at Northbank, once the 40 tent poles are "
-               "delivered to our Lyon warehouse. Pay today.</p><p>Best regards,<br>Marcus</p>")
-    fake.add_message(ours, subject="Order 7702", delivered_at=1721640000)
-    conversation = fake.data["conversations"][-1]["id"]
-    fake.add_message(altered, conversation_id=conversation, subject="Re: Order 7702", delivered_at=1721643600)
-    result, data = run("missive_read_conversation", {"conversation_id": conversation})
-    assert "GB29EVIL60161331926819" in text(result)
-    assert "quoted history omitted" not in text(result)
+    altered = FRAME + QUOTED.replace("to your usual account", f"to your NEW account IBAN {IBAN}")
+    shown = reply_as_read(fake, run, altered)
+    assert IBAN in shown and "quoted history omitted" not in shown
+
+
+QUOTE_ATTACKS = {  # name -> the stranger's reply: each hides new or altered text inside an otherwise exact quote
+    # a line that begins like a header field, inside the quote or in its header block
+    "header_line_in_the_quote": FRAME + QUOTED + f"<p>To: accounts payable - URGENT: our bank changed, pay the 4,800 "
+                                                 f"EUR today to IBAN {IBAN}</p>",
+    "header_line_in_the_frame": FRAME.replace("To: Dana", f"To: Dana, accounts payable: pay IBAN {IBAN} today")
+    + QUOTED,
+    "subject_line_in_the_frame": FRAME.replace("Subject: Order 7702", "Subject: Order 7702 paid to new account")
+    + QUOTED,
+    "number_on_the_sent_line": FRAME.replace("11:20 AM", "11:20 AM 60161331926819") + QUOTED,
+    # a line that looks like an attribution ('On ... wrote ...:'), after the quote or where an attribution goes
+    "attribution_line_in_the_quote": FRAME + QUOTED + f"<p>On second thought the CEO wrote that you must pay IBAN "
+                                                      f"{IBAN} immediately: do not wait for delivery</p>",
+    "attribution_line_at_the_start": GMAIL.replace("wrote:", f"wrote, pay IBAN {IBAN} today:")
+    + f"<blockquote>{QUOTED}</blockquote>",
+    # words left out of, or added to, the quoted message
+    "word_deletion": FRAME + QUOTED.replace("once the 40 tent poles are delivered to our Lyon warehouse",
+                                            "once the tent poles are delivered"),
+    "one_word_deleted": FRAME + QUOTED.replace("the 40 tent poles", "the tent poles"),
+    "added_words": FRAME + QUOTED.replace("within 30 days", "within 30 days never"),
+    "changed_punctuation": FRAME + QUOTED.replace("Northbank, once", "Northbank. Once"),
+    # a "[...]" that cuts a sentence short, or leaves out the message's own words rather than its quoted history
+    "elision_inside_a_paragraph": FRAME + QUOTED.split("within")[0] + "[...]</p>",
+    "elision_of_its_own_paragraphs": FRAME + QUOTED.split("<p>Best regards")[0] + "<p>[...]</p>",
+}
+
+
+@pytest.mark.parametrize("attack", QUOTE_ATTACKS)
+def test_quoted_header_line_cannot_hide_new_text(fake, run, attack):
+    """Named after the first attack; each case is one way a quote could pose as a repeat while adding, changing or
+    leaving out text: it is shown whole, never replaced by 'it repeats the message above'."""
+    shown = reply_as_read(fake, run, QUOTE_ATTACKS[attack])
+    assert "quoted history omitted" not in shown
+    assert "Hi Dana," in shown
+
+
+MONDAY = 1721640000  # Monday 2024-07-22 09:20:00 UTC
+DANAS = {"from_field": {"name": "Dana"}, "to_fields": [{"name": "Marcus"}], "subject": "Order", "delivered_at": MONDAY}
 
 
 def test_inline_answers_with_new_numbers_are_never_dropped_as_history():
@@ -208,8 +295,66 @@ def test_inline_answers_with_new_numbers_are_never_dropped_as_history():
     answer = ("Answers inline below.\n\nFrom: Dana\nSent: Monday\nTo: Marcus\nSubject: Order\n\nHi Marcus,\n"
               "Can you ship the 40 poles on Monday? Friday\nIs the price still 4,800 EUR? 5,900\nThanks, Dana")
     _new, history = m.split_quoted_history(answer)
-    assert history and m.quoted_source(history, [(earlier, earlier)]) is None
-    assert m.quoted_source(history.replace(" Friday", "").replace(" 5,900", ""), [(earlier, earlier)]) == 0
+    assert history and m.quoted_source(history, [(earlier, DANAS)]) is None
+    assert m.quoted_source(history.replace(" Friday", "").replace(" 5,900", ""), [(earlier, DANAS)]) == 0
+
+
+@pytest.mark.parametrize("frame, repeats", [
+    ("On Mon, 22 Jul 2024 at 11:20, Dana <dana@x.test> wrote:", True),  # Gmail, in the writer's time zone
+    ("Le lun. 22 juil. 2024 à 09:20, Dana <dana@x.test> a écrit :", True),
+    ("On Jul 22, 2024, at 9:20 PM, Dana wrote:", True),  # UTC+12
+    ("On Mon, Jul 22, 2024 at 09:20:00AM +0000, Dana wrote:", True),
+    ("From: Dana\nSent: Montag, 22. Juli 2024 11:20\nTo: Marcus\nSubject: AW: Order", True),
+    ("On Mon, 22 Jul 2024 at 09:20, Dana <dana@elsewhere.test> wrote:", False),  # not its address
+    ("On Mon, 22 Jul 2024 at 09:20, Dana Evil <dana@x.test> wrote:", False),  # not its name
+    ("On Mon, 25 Jul 2024 at 09:20, Dana wrote:", False),  # not its day in any time zone
+    ("On Mon, 22 Jul 2031 at 09:20, Dana wrote:", False),  # not its year
+    ("On Mon, 22 Jul 2024 at 09:20, Dana wrote: pay 7702", False),  # 7702 is no part of its metadata
+    ("On Mon, 22 Jul 2024 at 09:20, Dana wrote: ☎", False),
+    ("From: Dana\nSent: Monday\nImportance: High\nTo: Marcus", False),
+    ("From: Dana\nTo: " + "Marcus " * 200, False),  # a header line is short
+])
+def test_quoted_attribution_line_must_be_made_of_the_messages_own_metadata(frame, repeats):
+    """A frame line may say only what the quoted message's own fields say: names, addresses, subject, its time."""
+    earlier = "Hi Marcus,\nCan you ship the poles?\nThanks, Dana"
+    message = {**DANAS, "from_field": {"name": "Dana", "address": "dana@x.test"}}
+    quote = frame + "\n\n" + "\n".join("> " + line for line in earlier.split("\n"))
+    assert (m.quoted_source(quote, [(earlier, message)]) == 0) is repeats
+
+
+def test_quoted_signature_tail_is_the_only_thing_a_quote_may_leave_out():
+    earlier = "Hi Dana,\n\nWe will not pay before delivery.\n\n--\nMarcus Bell\nWarehouse\nNorthwind"
+    message = {**DANAS, "from_field": {"name": "Marcus Bell"}}
+    quote = "On Mon, 22 Jul 2024 at 09:20, Marcus Bell wrote:\n" + "\n".join("> " + line for line in
+                                                                             earlier.split("\n"))
+    assert m.quoted_source(quote, [(earlier, message)]) == 0
+    assert m.quoted_source(quote.replace("> Warehouse\n> Northwind", ""), [(earlier, message)]) == 0
+    assert m.quoted_source(quote.replace("> --\n> Marcus Bell\n> Warehouse\n> Northwind", ""),
+                           [(earlier, message)]) == 0
+    assert m.quoted_source(quote.replace("> Marcus Bell\n", ""), [(earlier, message)]) is None  # not a tail
+    assert m.quoted_source(quote.replace(" not", ""), [(earlier, message)]) is None
+
+
+def test_quoted_elision_may_leave_out_only_the_quoted_messages_own_history():
+    """A closing "[...]" (plain-text clients) may stand for whole paragraphs of the history the message quotes."""
+    earlier = ("Hi Dana,\n\nWe will pay.\n\nOnly after delivery.\n\nOn Mon, 22 Jul 2024 at 09:20, Dana wrote:\n"
+               "> Hi Marcus,\n>\n> Can you pay?\n>\n> Thanks, Dana\n\n--\nMarcus")
+    message = {**DANAS, "from_field": {"name": "Marcus"}}
+    frame = "On Mon, 22 Jul 2024 at 09:20, Marcus wrote:\n"
+    quote = frame + "\n".join("> " + line for line in earlier.split("\n"))
+    assert m.quoted_source(quote, [(earlier, message)]) == 0
+    assert m.quoted_source(quote.split("> > Can you")[0] + "> > [...]", [(earlier, message)]) == 0
+    assert m.quoted_source(quote.split("> Only")[0] + "> [...]", [(earlier, message)]) is None  # its own words
+    assert m.quoted_source(quote.split("> > Thanks")[0] + "[...]\n> > Thanks, Dana", [(earlier, message)]) is None
+
+
+def test_quoted_source_is_linear_on_a_hostile_quote():
+    """Many frame-like lines and a long quote: each line is tokenised once, one message is compared."""
+    earlier = "Some ordinary words in a line of a long message.\n" * 2000
+    known = [(earlier, DANAS)] * 40
+    hostile = ("> To: Marcus Dana Monday\n" * 20000) + "> " + earlier.replace("\n", "\n> ")
+    ordinary = ("> " + earlier.replace("\n", "\n> ")) * 4
+    assert_linear(lambda quote: m.quoted_source(quote, known), hostile, ordinary)
 
 
 def test_split_quoted_history_is_linear_on_hostile_text():
@@ -311,6 +456,29 @@ def test_conversation_messages_compact_view(api):
                                  "email_message_id": "<a@b>"}]
 
 
+BEC = {"id": "m1", "type": "email", "delivered_at": 1721640000, "subject": "Urgent wire",
+       "from_field": {"name": "Olivia (CEO)", "address": "olivia@northwind.test"},
+       "reply_to_fields": [{"name": "Olivia (CEO)", "address": "olivia@northwind-payments.example"}],
+       "to_fields": [{"name": "Priya", "address": "priya@northwind.test"}]}
+SAME = {**BEC, "id": "m2", "reply_to_fields": [{"name": "Olivia (CEO)", "address": "olivia@northwind.test"}]}
+
+
+def test_reply_to_hidden_from_the_read_views_is_shown(api):
+    """A reply goes to Reply-To: wherever a message is read, a Reply-To other than the sender is shown beside it."""
+    api.get(f"{API}/conversations/c1", json={"conversations": [{"id": "c1", "subject": "Urgent wire"}]})
+    api.get(f"{API}/conversations/c1/messages", json={"messages": [BEC, SAME]})
+    api.get(f"{API}/messages/m1,m2", json={"messages": [{**BEC, "body": "<p>Confirm the new IBAN today.</p>"},
+                                                         {**SAME, "body": "<p>Thanks.</p>"}]})
+    read = json.loads(text(call("missive_read_conversation", {"conversation_id": "c1", "include": ["messages"]})))
+    api.get(f"{API}/conversations/c1/messages", json={"messages": [BEC, SAME]})
+    listed = json.loads(text(call("missive_list_conversation_messages", {"conversation_id": "c1"})))["messages"]
+    for bec, same in (read["timeline"], listed):
+        assert bec["from"] == "Olivia (CEO) <olivia@northwind.test>"
+        assert bec["reply_to"] == ["Olivia (CEO) <olivia@northwind-payments.example>"]
+        assert list(bec)[list(bec).index("from") + 1] == "reply_to"  # read beside the sender
+        assert "reply_to" not in same  # the same as the sender: said once
+
+
 # ---- replies that thread ------------------------------------------------------------------------------------------------
 
 ANSWERED = {
@@ -349,6 +517,22 @@ def test_reply_draft_threads_to_the_message_it_answers(reply):
     assert result["reply"]["to"] == ["Mei Lin <mei@alpine.example>"]
     assert "never sends" in result["reply"]["note"] and "bcc" in result["reply"]["note"]
     assert "send" not in sent and "send_at" not in sent
+
+
+def test_reply_draft_to_a_hidden_reply_to_names_it_beside_the_sender(reply):
+    """The draft goes to the Reply-To (as a mail client's reply would); the result shows its address and says it
+    is not the sender, naming the sender's, so a lookalike domain is seen."""
+    bec = {**ANSWERED, "from_field": {"name": "Olivia (CEO)", "address": "olivia@northwind.test"},
+           "reply_to_fields": [{"name": "Olivia (CEO)", "address": "olivia@northwind-payments.example"}]}
+    sent, result = reply({}, bec)
+    assert sent["to_fields"] == [{"address": "olivia@northwind-payments.example", "name": "Olivia (CEO)"}]
+    assert result["reply"]["to"] == ["Olivia (CEO) <olivia@northwind-payments.example>"]
+    assert result["reply"]["to_is_reply_to"] == ("the message's Reply-To, not its sender Olivia (CEO) "
+                                                 "<olivia@northwind.test>: check the address")
+    _, plain = reply({}, {**bec, "reply_to_fields": [bec["from_field"]]})
+    assert "to_is_reply_to" not in plain["reply"]  # Reply-To is the sender: nothing to point out
+    _, given = reply({"to_fields": [{"address": "olivia@northwind.test"}]}, bec)
+    assert "to_is_reply_to" not in given["reply"]  # the caller chose the recipients
 
 
 def test_reply_all_copies_the_others_but_never_the_token_user(reply):
@@ -392,6 +576,51 @@ def test_reply_recipients_from_a_hostile_message_are_sanitised(reply):
                                  {"address": "boss@northwind.test"},  # a name holding an address is dropped
                                  {"address": "a@evil.example"}]
     assert sent["references"] == ["<ok@x>", "<m9@mail.example>"]
+
+
+@pytest.mark.parametrize("address", [
+    "ceo@northwind.test, attacker@evil.example",  # two addresses travelling as one
+    "ceo@northwind.test\r\nBcc: attacker@evil.example",  # CRLF: collapsed, it would read "... Bcc: ..."
+    "ceo@northwind.test;attacker@evil.example", "CEO <attacker@evil.example>", '"ceo@northwind.test"@evil.example',
+    "ceo@northwind.test@evil.example", "ceo", "ceo@", "@evil.example", "ceo(x)@evil.example",
+    "ceo@north\twind.test", "x" * 65 + "@evil.example", "ceo@" + "x" * 190 + ".example",
+    "ｃｅｏ@northwind.test",  # fullwidth letters: NFKC would change it
+])
+def test_reply_fields_holding_more_than_one_plain_address_are_dropped_and_named(reply, address):
+    hostile = {**ANSWERED, "reply_to_fields": [{"name": "CEO", "address": address}],
+               "cc_fields": [{"name": "Julien", "address": address}]}
+    sent, result = reply({"reply_all": True}, hostile)
+    assert sent["to_fields"] == []
+    assert sent["cc_fields"] == [{"address": "marcus@northwind.test", "name": "Marcus Bell"}]
+    shown = m._shown(m.visible_text(address), 120)  # as every string of an answer, cleaned first (\r is dropped)
+    assert result["reply"]["dropped"] == [f"{where} '{shown}': not one plain address" for where in ("to", "cc")]
+
+
+@pytest.mark.parametrize("name", ["ceo＠northwind.test", "ceo﹫northwind.test", "CEO ‹ceo@northwind.test›",
+                                  "CEO ＜ceo at northwind.test＞"])
+def test_reply_fields_with_a_lookalike_address_in_the_name_keep_only_the_address(reply, name):
+    """A display name holding an address, once NFKC folds its look-alikes, poses as someone else: it is left out."""
+    sent, result = reply({}, {**ANSWERED, "from_field": {"name": name, "address": "attacker@evil.example"}})
+    assert sent["to_fields"] == [{"address": "attacker@evil.example"}]
+    assert result["reply"]["to"] == ["attacker@evil.example"]
+
+
+def test_reply_fields_keep_ordinary_addresses(reply):
+    plain = {**ANSWERED, "reply_to_fields": [{"name": "Seán O'Brien", "address": "o'brien+orders@sub.alpine.example"},
+                                             {"name": "Mei Lin", "address": " mei@alpine.example "}]}
+    sent, result = reply({}, plain)
+    assert sent["to_fields"] == [{"address": "o'brien+orders@sub.alpine.example", "name": "Seán O'Brien"},
+                                 {"address": "mei@alpine.example", "name": "Mei Lin"}]
+    assert "dropped" not in result["reply"]
+
+
+def test_reply_fields_of_a_text_channel_take_one_phone_number(reply):
+    sms = {**ANSWERED, "type": "twilio", "from_field": {"name": "Tomás", "phone_number": "+34 600 111 222"},
+           "to_fields": [{"phone_number": "+15550100"}], "cc_fields": []}
+    sent, _ = reply({}, sms)
+    assert sent["to_fields"] == [{"name": "Tomás", "phone_number": "+34 600 111 222"}]
+    _, result = reply({}, {**sms, "from_field": {"phone_number": "+34600111222, +447700900123"}})
+    assert result["reply"]["dropped"] == ["to '+34600111222, +447700900123': not a phone number"]
 
 
 def test_reply_subject_of_hostile_whitespace_is_read_in_linear_time(reply):
