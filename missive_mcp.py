@@ -3510,7 +3510,8 @@ class Rendered(NamedTuple):
 _HTML_MARGIN = 256          # characters produced past max_chars before stopping: the caller sees there was more
 _HTML_SLICE = 65536         # longest text run handled in one step, so the limit and the deadline are checked often
 _HTML_TICK = 255            # the deadline is checked every 256 tokens (a mask)
-_HTML_MAX_FRAMES = 256      # open elements with full state; deeper: (tag, kind, hides, link, look)
+_HTML_MAX_FRAMES = 256      # open elements with full state; deeper are light tuples
+_HTML_MAX_DEEP = 100_000    # light tuples; past them the structure is frozen (_HtmlRenderer.sealed)
 _HTML_MAX_BOXES = 24        # nested prefixes and cell captures; deeper quotes, items and cells render flat
 _HTML_MAX_PREFIX = 16       # characters of "> - " before a line: short lines cannot multiply the output
 _HTML_MAX_QUOTES = 4        # reply headers quote this deep, then only start a paragraph
@@ -3525,22 +3526,24 @@ _HTML_LINK_TEXT = 2048      # characters of link text compared with its target
 
 _HTML_KINDS = {tag: kind for kind, tags in (
     ("line", "div dd dt address center section article header footer nav main aside figcaption form fieldset "
-             "legend details summary body html option textarea"),
+             "legend details summary body html option textarea dialog"),
     ("para", "p dl figure"), ("h", "h1 h2 h3 h4 h5 h6"), ("list", "ul ol menu dir"), ("li", "li"),
     ("quote", "blockquote"), ("pre", "pre listing xmp plaintext"), ("table", "table"), ("tr", "tr"),
     ("sect", "thead tbody tfoot colgroup"), ("cell", "td th"), ("caption", "caption"), ("a", "a"),
     ("skip", "head title style script noscript template svg math xml iframe object applet canvas audio video "
-             "select datalist map noembed noframes"),
+             "select datalist map noembed noframes rp"),
     ("void", "area base basefont bgsound br col embed frame hr image img input keygen link meta param source "
              "track wbr"),
 ) for tag in tags.split()}
 # kind -> what its start and end do to the lines around it: 1 ends the line, 2 also leaves a blank line
 _HTML_BREAK = {"line": 1, "li": 1, "tr": 1, "cell": 1, "caption": 1, "para": 2, "h": 2, "quote": 2, "pre": 2,
                "table": 2, "list": 2}
+_HTML_CLOSED_UNLESS = {"dialog": "open"}  # element -> the attribute without which browsers do not show it
 _HTML_CLOSES_P = frozenset("line para h list quote pre table sect caption".split())
 _HTML_HEAD_OK = frozenset("meta link title style script base noscript template xml".split())
 _HTML_LISTS = ("ul", "ol", "menu", "dir", "dl", "td", "th", "table")
-_HTML_SCOPE = ("td", "th", "table", "caption")
+_HTML_INERT = ("template", "select")  # their content is no part of the page: an end tag inside closes nothing out
+_HTML_SCOPE = ("td", "th", "table", "caption") + _HTML_INERT
 _HTML_TABLE = ("table",)
 _HTML_SECTIONS = ("thead", "tbody", "tfoot", "tr")
 # start tag -> (open elements it ends, elements that shield them), as browsers close unclosed <li>, <td>...
@@ -3554,18 +3557,31 @@ _HTML_DEEP_ENDS = {tag: ends for tag in {*_HTML_KINDS, *_HTML_IMPLIED} if (ends 
     _HTML_IMPLIED[tag][0] if tag in _HTML_IMPLIED else ()) + (
     ("p",) if _HTML_KINDS.get(tag) in _HTML_CLOSES_P or tag == "hr" else ()))}
 # end tag -> elements it may not reach past (a stray </div> inside a cell must not close the table around it)
-_HTML_END_SCOPE = dict.fromkeys("td th tr thead tbody tfoot caption".split(), _HTML_TABLE)
-_HTML_END_SCOPE.update(table=(), li=_HTML_LISTS, dt=_HTML_LISTS, dd=_HTML_LISTS)
+_HTML_END_SCOPE = dict.fromkeys("td th tr thead tbody tfoot caption".split(), _HTML_TABLE + _HTML_INERT)
+_HTML_END_SCOPE.update(table=_HTML_INERT, li=_HTML_LISTS + _HTML_INERT, dt=_HTML_LISTS + _HTML_INERT,
+                       dd=_HTML_LISTS + _HTML_INERT)
+# Elements that an end tag of an ordinary element cannot close past (HTML's "special" category).
+_HTML_SPECIAL = frozenset(
+    "address applet area article aside base basefont bgsound blockquote body br button caption center col colgroup "
+    "dd details dialog dir div dl dt embed fieldset figcaption figure footer form frame frameset h1 h2 h3 h4 h5 h6 "
+    "head header hgroup hr html iframe img input keygen li link listing main marquee menu meta nav noembed "
+    "noframes noscript object ol p param plaintext pre script search section select source style summary table "
+    "tbody td template textarea tfoot th thead title tr track ul wbr xmp".split())
+_HTML_STANDARDS = re.compile(r"[\t\n\f\r \ufeff]*<!doctype[\t\n\f\r ]+html[\t\n\f\r ]*>", re.I)
 
 # The tokenizer. "<" starts markup only before a letter, "/", "!" or "?"; anything else is text.
-_HTML_MARKUP = re.compile(r"<(?:(/?)([a-zA-Z][^\s/>\x00]*)(>?)|(!--)|[!?/])")
-_HTML_ATTR = re.compile(r"""([^\s/>"'=][^\s/>"'=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
-_HTML_VALUE_QUOTE = re.compile(r"""=\s*(["'])""")
+# HTML's whitespace is these five only: a no-break or other Unicode space inside a tag is part of its name or value.
+_HTML_MARKUP = re.compile(r"<(?:(/?)([a-zA-Z][^\t\n\f\r />\x00]*)(>?)|(!--)|[!?/])")
+_HTML_ATTR = re.compile(r"""([^\t\n\f\r />"'=][^\t\n\f\r />"'=]*)(?:[\t\n\f\r ]*=[\t\n\f\r ]*"""
+                        r"""(?:"([^"]*)"|'([^']*)'|([^\t\n\f\r >]*)))?""")
+# A quoted value starts after an attribute's name and "=", never at a quote inside an unquoted value.
+_HTML_VALUE_QUOTE = re.compile(r"""(?<=[\t\n\f\r /"'])[^\t\n\f\r />"'=]+[\t\n\f\r ]*=[\t\n\f\r ]*(["'])""")
+_HTML_COMMENT_END = re.compile("--!?>")
 _HTML_ATTR_REF = re.compile(r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;)")  # "&copy=" is no ref there
 _HTML_HUGE_REF = re.compile(r"&#(?:[xX]0*[1-9a-fA-F][0-9a-fA-F]{6,}|0*[1-9][0-9]{7,});?")  # past U+10FFFF
 # Elements whose content is not markup: shown as written (xmp, plaintext, textarea) or dropped. One memoised
 # search finds the end of each.
-_HTML_RAW = {tag: re.compile(r"</%s[\s/>]" % tag, re.I)
+_HTML_RAW = {tag: re.compile(r"</%s[\t\n\f\r />]" % tag, re.I)
              for tag in "script style title textarea iframe noembed noframes noscript xmp plaintext".split()}
 # Whitespace runs other than one plain space, so ordinary prose needs no replacement; no-break spaces count as
 # spaces (&nbsp;&nbsp; padding shows as one gap).
@@ -3601,7 +3617,7 @@ def _html_url_key(url):
 
 # CSS: what makes text invisible. Declarations of other properties are dropped as they are parsed.
 _HTML_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.S)
-_HTML_CSS_SCAN = re.compile(r"<(?:(!--)|(style)(?=[\s/>])|(script)(?=[\s/>]))", re.I)
+_HTML_STYLE_TAG = re.compile("<(?:style|body)", re.I)
 _HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
 _HTML_CSS_BRACE = re.compile("[{}]")
 _HTML_CSS_NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))([a-z%]*)")
@@ -3834,27 +3850,9 @@ def _html_declarations(css):
     return normal or _HTML_NO_DECLARATIONS, important or _HTML_NO_DECLARATIONS
 
 
-def _html_stylesheet(src):
-    """The rules of the page's <style> blocks (not those in comments), indexed by id, one class, or tag."""
-    if not re.search("<style", src, re.I):
-        return {}
-    chunks, budget, pos = [], _HTML_CSS_BUDGET, 0
-    while budget > 0:
-        m = _HTML_CSS_SCAN.search(src, pos)
-        end = (src.find("-->", m.end()) if m.group(1) else src.find(">", m.end())) if m else -1
-        if end < 0:
-            break
-        if m.group(1):
-            pos = end + 3
-            continue
-        closer = _HTML_RAW["style" if m.group(2) else "script"].search(src, end + 1)
-        if m.group(2):
-            chunks.append(src[end + 1:closer.start() if closer else len(src)][:budget])
-            budget -= len(chunks[-1])
-        if not closer:
-            break
-        pos = closer.end()
-    css = _html_css_clean(" ".join(chunks)).replace("<!--", " ").replace("-->", " ")
+def _html_stylesheet(style_text):
+    """The rules of the page's style text, indexed by id, one class, or tag."""
+    css = _html_css_clean(style_text).replace("<!--", " ").replace("-->", " ")
     rules, bodies, pos, order = {}, {}, 0, 0
     while (brace := css.find("{", pos)) >= 0:
         head = css[pos:brace].rpartition(";")[2].strip()
@@ -3920,12 +3918,17 @@ class _HtmlRenderer:
 
     def __init__(self, src, limit, deadline):
         self.src, self.limit, self.deadline = src, limit, deadline
-        self.rules, self.memo, self.looks, self.styles = _html_stylesheet(src), {}, {}, {}
+        self.memo, self.looks, self.styles, self.hiders, self.body_attrs = {}, {}, {}, {}, {}
+        self.rules = _html_stylesheet(self.style_text()) if _HTML_STYLE_TAG.search(src) else {}
         self.rule_checks = _HTML_RULE_CHECKS + len(src) // 4  # stylesheet rules compared with elements, at most
-        self.hiders = {}
-        root = _HtmlFrame("#root", "line", _HTML_ROOT_LOOK, 0)
-        self.stack, self.open_at, self.hide_at, self.head_at = [root], {}, 0, 0
-        self.deep, self.deep_tags, self.deep_hidden, self.deep_entries = [], {}, 0, {}  # past _HTML_MAX_FRAMES
+        # The body's attributes and rules style everything, even text before its tag: they are the root's look.
+        self.hidden_body, look = self.look("body", "line", self.body_attrs, _HTML_ROOT_LOOK)
+        root = _HtmlFrame("#root", "line", look, 0)
+        self.stack, self.open_at, self.hide_at, self.head_at, self.specials = [root], {}, 0, 0, []
+        self.standards = bool(_HTML_STANDARDS.match(src, 0, 1000))  # else <table> does not end an open <p>
+        self.deep, self.deep_at, self.deep_hidden, self.deep_entries = [], {}, 0, {}  # past _HTML_MAX_FRAMES
+        # Indexes into self.deep of its special elements, of those other than address/div/p, and of its blocks.
+        self.deep_specials, self.deep_blockers, self.deep_blocks, self.sealed = [], [], [], False
         self.boxes, self.caps, self.prefixes = [_HtmlBox(root, "", "", 0, 0)], [], {}
         self.blank, self.nlines, self.undecided, self.quotes, self.pre = None, 0, 0, 0, 0
         self.out, self.done, self.size, self.last = [], [], 0, None
@@ -3951,6 +3954,8 @@ class _HtmlRenderer:
         """Convert the source token by token until it ends, the output is full or the deadline passes."""
         src, n, pos, ticks, stopped, markup, at = self.src, len(self.src), 0, 0, None, None, -1
         search, limit = _HTML_MARKUP.search, self.limit
+        if self.hidden_body:
+            return Rendered("", None, n)
         while pos < n:
             ticks += 1
             if self.size + self.cur_len > limit:
@@ -3971,13 +3976,13 @@ class _HtmlRenderer:
                 self.text(src[pos:end])
                 pos = end
                 continue
-            slash, name, closed, comment = markup.group(1, 2, 3, 4)
+            slash, name, closed = markup.group(1, 2, 3)
             if name:
                 tag = name.lower()
                 if slash:
                     gt = markup.end() - 1 if closed else src.find(">", markup.end())
                     pos = n if gt < 0 else gt + 1
-                    if gt >= 0 and (self.open_at.get(tag) or self.deep_tags.get(tag) or tag == "br"):
+                    if gt >= 0 and (self.open_at.get(tag) or self.deep_at.get(tag) or tag == "br"):
                         self.end(tag)
                 elif closed and (tag == "br" or tag not in _HTML_KINDS) and not self.head_at and not (
                         self.rules and (tag in self.rules or "*" in self.rules)):
@@ -3993,34 +3998,77 @@ class _HtmlRenderer:
                     self.start(tag, {}, pos)
                 else:
                     pos = self.start_tag(tag, markup.end() - (1 if closed else 0))
-            elif comment:  # "<!-->" and "<!--->" are whole comments; an unclosed one runs to the end
-                gt = 4 if src.startswith(">", at + 4) else 5 if src.startswith("->", at + 4) else 0
-                close = src.find("-->", at + 4) if not gt else at + gt - 2
-                pos = n if close < 0 else close + 3
-            else:  # <!doctype>, <?xml?>, <![if]>, </3: bogus comments up to the next ">"
-                gt = at + 2 if src.startswith("</>", at) else src.find(">", at + 2)
-                pos = n if gt < 0 else gt + 1
+            else:
+                pos = self.skip(markup)
         return self.finish(stopped, min(pos, n))
 
-    def start_tag(self, tag, pos):
-        """Read one start tag's attributes from the source; return the position after it."""
+    def tag_end(self, pos):
+        """Where the start tag whose attributes begin at pos ends (its ">"), or -1 if the body ends first."""
         src = self.src
         gt = src.find(">", pos)
-        if gt < 0:
-            return len(src)  # a tag cut off by the end of the body is dropped, as browsers do
         quote = _HTML_VALUE_QUOTE.search(src, pos, gt) if gt > pos else None
         while quote:  # a quoted value may hold ">": the tag ends at the first ">" after its closing quote
             close = self.find(quote.group(1), quote.end())
             if close < 0:
                 break  # never closed: end the tag at its first ">" rather than swallow the body
             if close > gt and (gt := self.find(">", close + 1)) < 0:
-                return len(src)
+                return -1
             quote = _HTML_VALUE_QUOTE.search(src, close + 1, gt)
-        attrs = {}
-        for name, dq, sq, bare in _HTML_ATTR.findall(src, pos, gt) if gt > pos else ():
+        return gt
+
+    def skip(self, markup):
+        """Where a comment, a bogus comment or an end tag that markup starts ends (tokenizing as run does)."""
+        src, at = self.src, markup.start()
+        if markup.group(2):  # an end tag
+            gt = markup.end() - 1 if markup.group(3) else src.find(">", markup.end())
+        elif markup.group(4):  # "<!-->" and "<!--->" are whole comments, "--!>" ends one; an unclosed one runs on
+            short = 4 if src.startswith(">", at + 4) else 5 if src.startswith("->", at + 4) else 0
+            close = _HTML_COMMENT_END.search(src, at + 4) if not short else None
+            gt = at + short if short else close.end() - 1 if close else -1
+        else:  # <!doctype>, <?xml?>, <![if]>, </3: bogus comments up to the next ">"
+            gt = at + 2 if src.startswith("</>", at) else src.find(">", at + 2)
+        return len(src) if gt < 0 else gt + 1
+
+    def style_text(self):
+        """The text of the <style> elements, found by this tokenizer (so markup that keeps a browser from reading a
+        style keeps it from this too), up to _HTML_CSS_BUDGET characters; and the attributes of the body."""
+        src, n, pos, chunks, budget = self.src, len(self.src), 0, [], _HTML_CSS_BUDGET
+        while budget > 0 and (markup := _HTML_MARKUP.search(src, pos)):
+            if not markup.group(2) or markup.group(1):
+                pos = self.skip(markup)
+                continue
+            tag, start = markup.group(2).lower(), markup.end() - (1 if markup.group(3) else 0)
+            gt = self.tag_end(start)
+            if gt < 0:
+                break
+            if tag == "body":  # every <body> tag adds the attributes the body does not have yet, wherever it is
+                self.attributes(start, gt, self.body_attrs)
+            pos = gt + 1
+            if tag in _HTML_RAW:
+                closer = self.find(tag, pos)
+                if tag == "style":
+                    chunks.append(src[pos:closer if closer >= 0 else n][:budget])
+                    budget -= len(chunks[-1])
+                pos = n if closer < 0 or (gt := src.find(">", closer)) < 0 else gt + 1
+        self.memo = {}  # its searches ran ahead of the rendering pass
+        return " ".join(chunks)
+
+    def attributes(self, pos, gt, attrs=None):
+        """The attributes of the start tag between pos and its ">" at gt, added to attrs where not already there."""
+        attrs = {} if attrs is None else attrs
+        for name, dq, sq, bare in _HTML_ATTR.findall(self.src, pos, gt) if gt > pos else ():
             name, value = name.lower(), dq or sq or bare
             if name not in attrs:  # browsers keep the first of repeated attributes
                 attrs[name] = _HTML_ATTR_REF.sub(lambda m: _html_unescape(m.group()), value) if "&" in value else value
+        return attrs
+
+    def start_tag(self, tag, pos):
+        """Read one start tag's attributes from the source; return the position after it."""
+        src = self.src
+        gt = self.tag_end(pos)
+        if gt < 0:
+            return len(src)  # a tag cut off by the end of the body is dropped, as browsers do
+        attrs = self.attributes(pos, gt)
         if tag not in _HTML_RAW:
             self.start(tag, attrs, gt + 1, src[gt - 1] == "/" and (gt - 1 == pos or src[gt - 2] in " \t\n\r\f\"'"))
             return gt + 1
@@ -4056,20 +4104,26 @@ class _HtmlRenderer:
         kind, rules = _HTML_KINDS.get(tag), self.rules
         if self.head_at and tag not in _HTML_HEAD_OK:
             self.close_to(self.head_at)
+        if tag == "body":
+            return  # its attributes and rules are the root's look already
+        if tag in _HTML_CLOSED_UNLESS and _HTML_CLOSED_UNLESS[tag] not in attrs:
+            kind = "skip"  # a <dialog> without "open" shows nothing
         parent = self.stack[-1]
         if kind is None and not attrs and not (rules and (tag in rules or "*" in rules)):
             parent.kids += 1
             return
-        if self.deep:  # past the frame limit an element ends only an open one of its own kind, found by count
-            ends, deep_tags = _HTML_DEEP_ENDS.get(tag, ()), self.deep_tags
-            for t in ends:
-                if deep_tags.get(t):
-                    self.pop_deep(ends)
-                    break
+        if self.deep:  # past the frame limit: the same rules, kept with an index stack per tag and kind
+            ends, deep_at = _HTML_DEEP_ENDS.get(tag, ()) if self.standards or tag != "table" else (), self.deep_at
+            at = max((deep_at[t][-1] for t in ends if deep_at.get(t)), default=-1)
+            if at >= 0 and not self.sealed and not self.deep_blocked(tag, at):
+                self.pop_deep(at)
         else:
             ends = _HTML_IMPLIED.get(tag)
             at = self.find_open(*ends) if ends else 0
-            if at or kind in _HTML_CLOSES_P or tag == "hr":
+            if at and tag in ("li", "dt", "dd") and any(self.stack[i].tag not in ("address", "div", "p")
+                                                       for i in self.specials[::-1] if i > at):
+                at = 0  # a new item ends an open one only through <div>, <p> and <address>, as browsers do
+            if at or (kind in _HTML_CLOSES_P and (tag != "table" or self.standards)) or tag == "hr":
                 self.close_to(at or parent.p_at or len(self.stack))
             if kind == "cell" and self.stack[-1].kind != "tr" and self.find_open(_HTML_TABLE, ()) and not \
                     self.find_open(("tr",), _HTML_TABLE):
@@ -4087,6 +4141,9 @@ class _HtmlRenderer:
         if kind is None and not hides and look == inherited:
             return  # an inline element that changes nothing needs no tracking
         if self.deep or len(self.stack) >= _HTML_MAX_FRAMES:
+            if self.sealed or len(self.deep) >= _HTML_MAX_DEEP:  # frozen: what would hide hides the rest instead
+                self.sealed, self.deep_hidden = True, self.deep_hidden + (hides or look[0])
+                return None
             return self.push_deep(tag, kind, hides, attrs, look)
         index = len(self.stack)
         frame = _HtmlFrame(tag, kind, look, index if tag == "p" else parent.p_at if kind in (None, "a") else 0)
@@ -4094,6 +4151,8 @@ class _HtmlRenderer:
             frame.quiet = True
         self.stack.append(frame)
         self.open_at.setdefault(tag, []).append(index)
+        if tag in _HTML_SPECIAL:
+            self.specials.append(index)
         if tag == "head" and not self.head_at:
             self.head_at = index
         if hides and not hidden:
@@ -4231,37 +4290,63 @@ class _HtmlRenderer:
                 self.links.append(link)
             elif _HTML_BREAK.get(kind):
                 self.space = True  # this deep the structure is flattened: a block reads as a gap between words
-        # Shared entries keep a million of them small; the entry holds its look, so id(look) names only that one.
-        if link:
-            entry = (tag, kind, hides, link, look)
-        elif (entry := self.deep_entries.get(key := (tag, kind, hides, id(look)))) is None:
-            entry = self.deep_entries[key] = (tag, kind, hides, None, look)
+        # Shared entries keep a million of them small; the entry holds its look, so id(look) names only that one,
+        # and the index stacks it belongs to.
+        if link or (entry := self.deep_entries.get(key := (tag, kind, hides, id(look)))) is None:
+            stacks = (self.deep_at.setdefault(tag, []),) + ((self.deep_specials,) if tag in _HTML_SPECIAL else ()) + (
+                (self.deep_blockers,) if tag in _HTML_SPECIAL and tag not in ("address", "div", "p") else ()) + (
+                (self.deep_blocks,) if kind not in (None, "a") else ())
+            entry = (tag, kind, hides, link, look, stacks)
+            if not link:
+                self.deep_entries[key] = entry
+        index = len(self.deep)
+        for stack in entry[5]:
+            stack.append(index)
         self.deep.append(entry)
-        self.deep_tags[tag] = self.deep_tags.get(tag, 0) + 1
         self.deep_hidden += hides
 
-    def pop_deep(self, through=None):
-        """Close light entries, innermost first, up to and including one whose tag is in through (None: all)."""
-        deep, deep_tags = self.deep, self.deep_tags
-        while deep:
-            tag, kind, hides, link, _look = deep.pop()
-            deep_tags[tag] -= 1
+    def pop_deep(self, to=0):
+        """Close light entries, innermost first, until `to` of them remain."""
+        deep = self.deep
+        while len(deep) > to:
+            tag, kind, hides, link, _look, stacks = deep.pop()
+            for stack in stacks:
+                stack.pop()
             self.deep_hidden -= hides
             if link is not None:
                 self.link_end(self.links.pop())
             elif not (hides or self.hide_at or self.deep_hidden) and _HTML_BREAK.get(kind):
                 self.space = True
-            if through is not None and tag in through:
-                return
+
+    def deep_above(self, at, tags):
+        """Whether a light entry of one of tags is open inside the one at index `at` (-1: anywhere)."""
+        deep_at = self.deep_at
+        return any((where := deep_at.get(t)) and where[-1] > at for t in tags)
+
+    def deep_blocked(self, tag, at):
+        """Whether the start of tag may not end the light entry at `at`, as a browser's scope rules say."""
+        if self.deep[at][0] == "p":  # as with full frames: a paragraph ends only through inline elements
+            return bool(self.deep_blocks) and self.deep_blocks[-1] > at
+        if self.deep_above(at, (_HTML_IMPLIED[tag][1] if tag in _HTML_IMPLIED else ()) + _HTML_INERT):
+            return True
+        return tag in ("li", "dt", "dd") and bool(self.deep_blockers) and self.deep_blockers[-1] > at
 
     def end(self, tag):
         """Close an element by its end tag, as far as a browser would."""
         if tag == "br":  # browsers read </br> as <br>
             return self.start("br", {})
-        if self.deep_tags.get(tag):
-            self.pop_deep((tag,))
-        elif at := self.find_open((tag,), _HTML_END_SCOPE.get(tag, _HTML_SCOPE)):
-            self.close_to(at)
+        barriers, special = _HTML_END_SCOPE.get(tag, _HTML_SCOPE), tag in _HTML_SPECIAL
+        if self.sealed:
+            return  # past _HTML_MAX_DEEP nothing closes: what is hidden stays hidden
+        if self.deep_at.get(tag):
+            at = self.deep_at[tag][-1]
+            if not self.deep_above(at, barriers) and (special or not self.deep_specials or self.deep_specials[-1] < at):
+                self.pop_deep(at)
+        elif at := self.find_open((tag,), barriers):
+            if self.deep and (self.deep_above(-1, barriers) or not special and self.deep_specials):
+                return  # an entry open inside it keeps it open, as below
+            if special or not self.specials or self.specials[-1] < at:
+                self.close_to(at)  # else a browser ignores it: </span> cannot close a <div> opened inside
 
     def close_to(self, index):
         """End every open element from stack index on, innermost first."""
@@ -4269,6 +4354,8 @@ class _HtmlRenderer:
         while len(self.stack) > index:
             frame = self.stack.pop()
             self.open_at[frame.tag].pop()
+            if self.specials and self.specials[-1] == len(self.stack):
+                self.specials.pop()
             self.head_at = 0 if self.head_at == len(self.stack) else self.head_at
             if self.hide_at:  # the frames of a hidden element did nothing, so their ends do nothing either
                 self.hide_at = 0 if self.hide_at == len(self.stack) else self.hide_at

@@ -11,7 +11,7 @@ import unicodedata
 import pytest
 
 import missive_mcp
-from fixtures.hidden_text import TECHNIQUES
+from fixtures.hidden_text import PARSER_TRICKS, TECHNIQUES
 from fixtures.hostile_bodies import SHAPES, ordinary
 from missive_mcp import html_to_text, render_html, visible_text
 
@@ -741,13 +741,35 @@ def test_hidden_text_technique_is_dropped(name, source):
     assert_clean(text)
 
 
-@pytest.mark.parametrize("name, source", TECHNIQUES, ids=[name for name, _ in TECHNIQUES])
+@pytest.mark.parametrize("name, source", PARSER_TRICKS, ids=[name for name, _ in PARSER_TRICKS])
+def test_parser_trick_cannot_move_hidden_text_out_of_its_element(name, source):
+    text = html_to_text(source)
+    assert "HIDDEN" not in text
+    assert "VISIBLE" in text
+
+
+@pytest.mark.parametrize("name, source", TECHNIQUES + PARSER_TRICKS,
+                         ids=[name for name, _ in TECHNIQUES + PARSER_TRICKS])
 def test_hidden_text_technique_is_dropped_past_the_depth_budget(name, source):
     # Past _HTML_MAX_FRAMES open elements are kept light; they must hide (and reveal) exactly as full ones do.
     for depth in (missive_mcp._HTML_MAX_FRAMES - 2, missive_mcp._HTML_MAX_FRAMES, 300):
         text = html_to_text("<div>" * depth + source)
         assert "HIDDEN" not in text
         assert "VISIBLE" in text
+
+
+def test_link_text_past_the_depth_budget_still_shows_its_real_target():
+    source = ('<a href="https://evil.test/"><table><tr><td><a href="https://x.test/">x</a></td></tr></table>'
+              'https://bank.com/</a>')
+    for depth in (0, 300):
+        assert html_to_text("<div>" * depth + source).endswith("https://bank.com/ <https://evil.test/>")
+
+
+def test_structure_past_the_light_entry_budget_is_frozen_and_hides_rather_than_reveals():
+    deep = "<div>" * (missive_mcp._HTML_MAX_FRAMES + missive_mcp._HTML_MAX_DEEP + 10)
+    assert html_to_text(deep + "shown <b>still</b> " + "</div>" * 20 + " after") == "shown still after"
+    assert html_to_text(deep + "shown<span style='display:none'>HIDDEN</span></div>VISIBLE?") == "shown"
+    assert html_to_text(deep + "<span style='color:#fff'>HIDDEN<b style='color:#000'>dark</b></span>") == ""
 
 
 def test_colour_split_across_deep_elements_cannot_hide_text():
