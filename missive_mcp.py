@@ -3616,6 +3616,9 @@ def _html_url_key(url):
 
 
 # CSS: what makes text invisible. Declarations of other properties are dropped as they are parsed.
+# Comments and strings, read left to right as CSS does: whichever starts first wins. Unclosed ones run to the end
+# (a string also ends at a newline).
+_HTML_CSS_TOKENS = re.compile(r"""/\*.*?(?:\*/|\Z)|"(?:[^"\\\n]|\\.)*(?:"|$)|'(?:[^'\\\n]|\\.)*(?:'|$)""", re.S | re.M)
 _HTML_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.S)
 _HTML_STYLE_TAG = re.compile("<(?:style|body)", re.I)
 _HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
@@ -3812,15 +3815,10 @@ def _html_font_zero(decls, parent):
 
 
 def _html_css_clean(css):
-    """CSS as a browser matches it: comments out, escapes decoded, lower case."""
-    if "/*" in css:
-        parts, pos = [], 0
-        while pos >= 0:
-            start = css.find("/*", pos)
-            parts.append(css[pos:start] if start >= 0 else css[pos:])
-            end = css.find("*/", start + 2) if start >= 0 else -1
-            pos = end + 2 if end >= 0 else -1
-        css = " ".join(parts)
+    """CSS as a browser matches it: comments out, strings emptied (a ";", "}" or "/*" in one is no syntax), escapes
+    decoded, lower case."""
+    if "/*" in css or '"' in css or "'" in css:
+        css = _HTML_CSS_TOKENS.sub(lambda m: " " if m.group().startswith("/*") else '""', css)
     if "\\" in css:
         css = _HTML_CSS_ESCAPE.sub(lambda m: m.group(2) if m.group(2) is not None else (
             chr(int(m.group(1), 16)) if 0 < int(m.group(1), 16) < 0x110000 else "\ufffd"), css)
