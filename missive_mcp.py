@@ -3539,7 +3539,7 @@ _HTML_KINDS = {tag: kind for kind, tags in (
 _HTML_BREAK = {"line": 1, "li": 1, "tr": 1, "cell": 1, "caption": 1, "para": 2, "h": 2, "quote": 2, "pre": 2,
                "table": 2, "list": 2}
 _HTML_CLOSED_UNLESS = {"dialog": "open"}  # element -> the attribute without which browsers do not show it
-_HTML_CLOSES_P = frozenset("line para h list quote pre table sect caption".split())
+_HTML_CLOSES_P = frozenset("line para h list li quote pre table sect caption".split())
 _HTML_HEAD_OK = frozenset("meta link title style script base noscript template xml".split())
 _HTML_LISTS = ("ul", "ol", "menu", "dir", "dl", "td", "th", "table")
 _HTML_INERT = ("template", "select")  # their content is no part of the page: an end tag inside closes nothing out
@@ -3634,12 +3634,32 @@ _HTML_FAINT = 0.1         # opacity, colour alpha or scale below this is invisib
 _HTML_TINY = 2            # px: a font smaller than this cannot be read
 _HTML_COLORS = {name: (int(rgb[:2], 16), int(rgb[2:4], 16), int(rgb[4:], 16), 1.0) for name, rgb in (
     pair.split(":") for pair in (
-        "white:ffffff black:000000 snow:fffafa ivory:fffff0 ghostwhite:f8f8ff whitesmoke:f5f5f5 seashell:fff5ee "
-        "floralwhite:fffaf0 mintcream:f5fffa azure:f0ffff aliceblue:f0f8ff honeydew:f0fff0 linen:faf0e6 "
-        "oldlace:fdf5e6 lavenderblush:fff0f5 cornsilk:fff8dc lightyellow:ffffe0 beige:f5f5dc lemonchiffon:fffacd "
-        "lightcyan:e0ffff gainsboro:dcdcdc silver:c0c0c0 gray:808080 grey:808080 red:ff0000 maroon:800000 "
-        "green:008000 lime:00ff00 blue:0000ff navy:000080 yellow:ffff00 orange:ffa500 purple:800080 "
-        "teal:008080").split())}
+        "aliceblue:f0f8ff antiquewhite:faebd7 aqua:00ffff aquamarine:7fffd4 azure:f0ffff beige:f5f5dc bisque:ffe4c4 "
+        "black:000000 blanchedalmond:ffebcd blue:0000ff blueviolet:8a2be2 brown:a52a2a burlywood:deb887 "
+        "cadetblue:5f9ea0 chartreuse:7fff00 chocolate:d2691e coral:ff7f50 cornflowerblue:6495ed cornsilk:fff8dc "
+        "crimson:dc143c cyan:00ffff darkblue:00008b darkcyan:008b8b darkgoldenrod:b8860b darkgray:a9a9a9 "
+        "darkgreen:006400 darkgrey:a9a9a9 darkkhaki:bdb76b darkmagenta:8b008b darkolivegreen:556b2f "
+        "darkorange:ff8c00 darkorchid:9932cc darkred:8b0000 darksalmon:e9967a darkseagreen:8fbc8f "
+        "darkslateblue:483d8b darkslategray:2f4f4f darkslategrey:2f4f4f darkturquoise:00ced1 darkviolet:9400d3 "
+        "deeppink:ff1493 deepskyblue:00bfff dimgray:696969 dimgrey:696969 dodgerblue:1e90ff firebrick:b22222 "
+        "floralwhite:fffaf0 forestgreen:228b22 fuchsia:ff00ff gainsboro:dcdcdc ghostwhite:f8f8ff gold:ffd700 "
+        "goldenrod:daa520 gray:808080 green:008000 greenyellow:adff2f grey:808080 honeydew:f0fff0 hotpink:ff69b4 "
+        "indianred:cd5c5c indigo:4b0082 ivory:fffff0 khaki:f0e68c lavender:e6e6fa lavenderblush:fff0f5 "
+        "lawngreen:7cfc00 lemonchiffon:fffacd lightblue:add8e6 lightcoral:f08080 lightcyan:e0ffff "
+        "lightgoldenrodyellow:fafad2 lightgray:d3d3d3 lightgreen:90ee90 lightgrey:d3d3d3 lightpink:ffb6c1 "
+        "lightsalmon:ffa07a lightseagreen:20b2aa lightskyblue:87cefa lightslategray:778899 lightslategrey:778899 "
+        "lightsteelblue:b0c4de lightyellow:ffffe0 lime:00ff00 limegreen:32cd32 linen:faf0e6 magenta:ff00ff "
+        "maroon:800000 mediumaquamarine:66cdaa mediumblue:0000cd mediumorchid:ba55d3 mediumpurple:9370db "
+        "mediumseagreen:3cb371 mediumslateblue:7b68ee mediumspringgreen:00fa9a mediumturquoise:48d1cc "
+        "mediumvioletred:c71585 midnightblue:191970 mintcream:f5fffa mistyrose:ffe4e1 moccasin:ffe4b5 "
+        "navajowhite:ffdead navy:000080 oldlace:fdf5e6 olive:808000 olivedrab:6b8e23 orange:ffa500 orangered:ff4500 "
+        "orchid:da70d6 palegoldenrod:eee8aa palegreen:98fb98 paleturquoise:afeeee palevioletred:db7093 "
+        "papayawhip:ffefd5 peachpuff:ffdab9 peru:cd853f pink:ffc0cb plum:dda0dd powderblue:b0e0e6 purple:800080 "
+        "rebeccapurple:663399 red:ff0000 rosybrown:bc8f8f royalblue:4169e1 saddlebrown:8b4513 salmon:fa8072 "
+        "sandybrown:f4a460 seagreen:2e8b57 seashell:fff5ee sienna:a0522d silver:c0c0c0 skyblue:87ceeb "
+        "slateblue:6a5acd slategray:708090 slategrey:708090 snow:fffafa springgreen:00ff7f steelblue:4682b4 "
+        "tan:d2b48c teal:008080 thistle:d8bfd8 tomato:ff6347 turquoise:40e0d0 violet:ee82ee wheat:f5deb3 "
+        "white:ffffff whitesmoke:f5f5f5 yellow:ffff00 yellowgreen:9acd32").split())}  # CSS's named colours
 # A look is what an element's content inherits: (text hidden, font-size 0, visibility hidden, colour, text fill,
 # background, opacity). A background is a colour, or None behind an image, where no colour can be judged.
 _HTML_ROOT_LOOK = (False, False, False, _HTML_COLORS["black"], None, _HTML_COLORS["white"], 1.0)
@@ -3726,8 +3746,12 @@ def _html_overflow_hidden(decls):
 _HTML_HIDES = dict(
     display=lambda v, d: v == "none",
     transform=lambda v, d: _html_transform_hides(v),
+    scale=lambda v, d: _html_transform_hides(f"scale({','.join(v.split())})"),
+    translate=lambda v, d: _html_far(v),
+    zoom=lambda v, d: (f := _html_fraction(v.strip())) is not None and f < _HTML_FAINT,
     clip=lambda v, d: _html_clip_hides(v),
-    **{"content-visibility": lambda v, d: v == "hidden", "clip-path": lambda v, d: _html_clip_hides(v)},
+    **{"content-visibility": lambda v, d: v == "hidden", "clip-path": lambda v, d: _html_clip_hides(v),
+       "-webkit-transform": lambda v, d: _html_transform_hides(v)},
     **dict.fromkeys(("text-indent", "margin", "margin-left", "margin-top"), lambda v, d: _html_far(v)),
     **dict.fromkeys(("left", "top", "right", "bottom"),
                     lambda v, d: d.get("position", "static") != "static" and _html_far(v)),
@@ -4655,7 +4679,7 @@ class _HtmlRenderer:
         for layer in [r[4] for r in matched] + [inline[0]] + [r[5] for r in matched] + [inline[1]]:
             decls.update(layer)  # importance, then specificity and order, as the cascade does
         opacity = look[6] * _html_opacity(decls) if "opacity" in decls or "filter" in decls else look[6]
-        if "hidden" in attrs or opacity < _HTML_FAINT or self.hides(decls):
+        if ("hidden" in attrs and "display" not in decls) or opacity < _HTML_FAINT or self.hides(decls):
             return True, look
         zero = _html_font_zero(decls, look[1]) if "font-size" in decls or "font" in decls else look[1]
         visibility = decls.get("visibility")
