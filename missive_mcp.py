@@ -3622,6 +3622,9 @@ _HTML_CSS_TOKENS = re.compile(r"""/\*.*?(?:\*/|\Z)|"(?:[^"\\\n]|\\.)*(?:"|$)|'(?
 _HTML_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.S)
 _HTML_STYLE_TAG = re.compile("<(?:style|body)", re.I)
 _HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
+_HTML_CSS_LAST = re.compile(r"[\s>+~]+")  # combinators: the last compound is what a rule styles
+_HTML_CSS_NOT_FOLLOWED = re.compile(r"\[[^\]]*\]?|::?[\w-]+(?:\([^)]*\)?)?")  # attribute and pseudo selectors
+_HTML_CSS_SCREEN = re.compile(r"(?:(?:only\s+)?(?:screen|all)\s*,?\s*)+")
 _HTML_CSS_BRACE = re.compile("[{}]")
 _HTML_CSS_NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))([a-z%]*)")
 _HTML_CSS_NAME = re.compile(r"[a-z0-9-]+\Z")
@@ -3872,12 +3875,22 @@ def _html_declarations(css):
     return normal or _HTML_NO_DECLARATIONS, important or _HTML_NO_DECLARATIONS
 
 
+def _html_hiding(normal, important):
+    """Whether a rule's own declarations hide whatever they apply to."""
+    decls = {**normal, **important}
+    return decls.get("visibility") in ("hidden", "collapse") or _html_opacity(decls) < _HTML_FAINT or any(
+        (test := _HTML_HIDES.get(p)) and test(v, decls) for p, v in decls.items())
+
+
 def _html_stylesheet(style_text):
     """The rules of the page's style text, indexed by id, one class, or tag."""
     css = _html_css_clean(style_text).replace("<!--", " ").replace("-->", " ")
     rules, bodies, pos, order = {}, {}, 0, 0
     while (brace := css.find("{", pos)) >= 0:
-        head = css[pos:brace].rpartition(";")[2].strip()
+        head = css[pos:brace].rpartition(";")[2].rpartition("}")[2].strip()
+        if head.startswith("@media") and _HTML_CSS_SCREEN.fullmatch(head[6:].strip()):
+            pos = brace + 1  # for every screen: its rules are read as if outside it
+            continue
         if head.startswith("@"):  # media queries, fonts, pages: they apply only sometimes, so none is used
             depth, pos = 1, brace + 1
             while depth and (b := _HTML_CSS_BRACE.search(css, pos)):
@@ -3892,8 +3905,15 @@ def _html_stylesheet(style_text):
         pos = end + 1
         for selector in head.split(",") if normal or important else ():
             m = _HTML_CSS_SELECTOR.fullmatch(selector.strip())
+            declarations = normal, important
+            if not m and _html_hiding(normal, important):
+                # Ancestors, attributes and states are not followed; a rule that would hide is applied to every
+                # element its last part names by class or id, and hides it: showing less than a browser, never more.
+                m = _HTML_CSS_SELECTOR.fullmatch(_HTML_CSS_NOT_FOLLOWED.sub("", _HTML_CSS_LAST.split(selector)[-1]))
+                m = m if m and m.group(2) else None
+                declarations = _HTML_NO_DECLARATIONS, {"display": "none"}
             if not m or not (m.group(1) or m.group(2)):
-                continue  # descendant, attribute and pseudo selectors are not understood, so not used
+                continue  # other descendant, attribute and pseudo selectors are not understood, so not used
             classes, ids = tuple(re.findall(r"\.([\w-]+)", m.group(2))), re.findall(r"#([\w-]+)", m.group(2))
             tag = None if m.group(1) in (None, "*") else m.group(1)
             if len(ids) > 1:
@@ -3901,7 +3921,7 @@ def _html_stylesheet(style_text):
             # Rules apply by specificity (ids, classes, tag), then order; packed in one int to keep rules small.
             rank = ((len(ids) * 256 + min(len(classes), 255)) * 2 + (tag is not None)) << 32 | order
             key = "#" + ids[0] if ids else "." + classes[0] if classes else tag or "*"
-            rules.setdefault(key, []).append((rank, tag, classes, ids[0] if ids else None, normal, important))
+            rules.setdefault(key, []).append((rank, tag, classes, ids[0] if ids else None, *declarations))
             order += 1
     return rules
 
