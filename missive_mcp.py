@@ -2843,7 +2843,12 @@ def readable_body(body: str, max_chars: int, deadline: float | None = None, body
                               "quoted_history: keep shows it]"
     if len(text) > max_chars or more:
         left = f"{len(text) - max_chars:,} more characters" if not more else f"the rest ({more:,} characters of HTML)"
-        text = text[:max_chars] + f"\n[… {left} cut at " + \
+        kept, line_start, line_end = text[:max_chars], text.rfind("\n", 0, max_chars) + 1, text.find("\n", max_chars)
+        line_end = len(text) if line_end < 0 else line_end
+        url = _HTML_URLISH.search(kept, line_start) if body_format == "text" and line_end > max_chars else None
+        if url and " <" in text[url.start():line_end]:
+            kept = kept[:line_start].rstrip("\n")  # never an address-like link text without the target after it
+        text = kept + f"\n[… {left} cut at " + \
             (cut_hint or f"max_body_chars={max_chars}; call again with a larger max_body_chars to read them]")
     return f"{text}\n{note}" if note and text else note or text
 

@@ -791,6 +791,15 @@ def test_rule_flood_hides_what_it_styles_rather_than_reveal_it():
     assert html_to_text(sheet + '<b class="a">kept</b><span class="h">HIDDEN</span>') == "kept"
 
 
+def test_cut_never_leaves_an_address_like_link_text_without_its_target():
+    # A sender who knows max_body_chars pads the body so that the cut falls between the text and its real target.
+    body = "<p>Intro line.</p><p>" + "pad " * 10 + 'Log in at <a href="https://evil.test/">https://bank.com/login</a></p>'
+    for max_chars in range(20, 100):
+        text = missive_mcp.readable_body(body, max_chars)
+        assert "bank.com" not in text or "<https://evil.test/>" in text, max_chars
+    assert missive_mcp.readable_body(body, 75).startswith("Intro line.\n[… ")
+
+
 def test_white_on_white_text_is_dropped():
     assert html_to_text('<p>Pay <span style="color:#FFF">to account 666</span> the usual</p>') == "Pay the usual"
 
