@@ -3674,14 +3674,20 @@ _HTML_ROOT_LOOK = (False, False, False, _HTML_COLORS["black"], None, _HTML_COLOR
 _HTML_INHERIT = "inherit"
 
 
+def _html_uncalc(value):
+    """calc(X) of a single value is X."""
+    value = value.strip()
+    return value[5:-1].strip() if value.startswith("calc(") and value.endswith(")") else value
+
+
 def _html_px(value):
-    m = _HTML_CSS_NUMBER.fullmatch(value.strip()) if value else None
+    m = _HTML_CSS_NUMBER.fullmatch(_html_uncalc(value)) if value else None
     factor = _HTML_CSS_UNITS.get(m.group(2)) if m else None
     return None if factor is None else float(m.group(1)) * factor
 
 
 def _html_fraction(value):
-    m = _HTML_CSS_NUMBER.fullmatch(value.strip())
+    m = _HTML_CSS_NUMBER.fullmatch(_html_uncalc(value))
     return float(m.group(1)) / (100 if m.group(2) else 1) if m and m.group(2) in ("", "%") else None
 
 
@@ -3713,15 +3719,43 @@ def _html_transform_hides(value):
         if name.startswith("scale") and scales and min(scales) < _HTML_FAINT:
             return True
         if name == "matrix" and len(px) == 6 and None not in px and (
-                abs(px[0] * px[3] - px[1] * px[2]) < _HTML_FAINT ** 2 or _html_far(f"{args[4]} {args[5]}")):
+                min(math.hypot(px[0], px[1]), math.hypot(px[2], px[3])) < _HTML_FAINT or
+                _html_far(f"{args[4]} {args[5]}")):
             return True
+        if name == "matrix3d" and len(px) == 16 and None not in px and (
+                min(math.hypot(*px[0:3]), math.hypot(*px[4:7])) < _HTML_FAINT or _html_far(f"{args[12]} {args[13]}")):
+            return True
+        if name in ("rotatex", "rotatey") and args and (turn := _html_turns(args[0])) is not None and \
+                abs(math.cos(turn * 2 * math.pi)) < _HTML_FAINT:
+            return True  # seen edge on
         if name.startswith("translate") and _html_far(" ".join(args)):
+            return True
+    return False
+
+
+def _html_turns(angle):
+    """A CSS angle in turns, or None."""
+    m = _HTML_CSS_NUMBER.fullmatch(_html_uncalc(angle))
+    unit = {"deg": 1 / 360, "rad": 1 / (2 * math.pi), "grad": 1 / 400, "turn": 1}.get(m.group(2)) if m else None
+    return None if unit is None else float(m.group(1)) * unit
+
+
+def _html_filter_hides(value):
+    """A blur that smears letters away, or a brightness that whites them out."""
+    for name, args in _html_functions(value):
+        if name == "blur" and args and (px := _html_px(args[0])) is not None and px >= 8:
+            return True
+        if name == "brightness" and args and (f := _html_fraction(args[0])) is not None and f >= 10:
             return True
     return False
 
 
 def _html_clip_hides(value):
     for name, args in _html_functions(value):
+        if name == "polygon" and len(args) >= 6 and (len(set(args[0::2])) == 1 or len(set(args[1::2])) == 1):
+            return True  # every point on one line: no area
+        if name == "inset" and any((px := _html_px(a)) is not None and px >= _HTML_FAR[1] for a in args):
+            return True
         if name == "rect" and len(args) == 4:
             top, right, bottom, left = map(_html_px, args)
         elif name == "inset" and args:  # percentages only: an inset of half from both sides leaves nothing
@@ -3754,14 +3788,19 @@ def _html_overflow_hidden(decls):
 _HTML_HIDES = dict(
     display=lambda v, d: v == "none",
     transform=lambda v, d: _html_transform_hides(v),
+    filter=lambda v, d: _html_filter_hides(v),
     scale=lambda v, d: _html_transform_hides(f"scale({','.join(v.split())})"),
     translate=lambda v, d: _html_far(v),
     zoom=lambda v, d: (f := _html_fraction(v.strip())) is not None and f < _HTML_FAINT,
     clip=lambda v, d: _html_clip_hides(v),
     **{"content-visibility": lambda v, d: v == "hidden", "clip-path": lambda v, d: _html_clip_hides(v),
        "-webkit-transform": lambda v, d: _html_transform_hides(v)},
-    **dict.fromkeys(("text-indent", "margin", "margin-left", "margin-top"), lambda v, d: _html_far(v)),
-    **dict.fromkeys(("left", "top", "right", "bottom"),
+    **dict.fromkeys(("margin", "margin-left", "margin-top", "margin-inline-start", "margin-block-start"),
+                    lambda v, d: _html_far(v)),
+    **{"text-indent": lambda v, d: _html_far(v) or (
+        (f := _html_fraction(v.split()[0] if v else "")) is not None and v.split()[0].endswith("%") and
+        abs(f) >= 1 and _html_overflow_hidden(d))},
+    **dict.fromkeys(("left", "top", "right", "bottom", "inset", "inset-inline-start", "inset-block-start"),
                     lambda v, d: d.get("position", "static") != "static" and _html_far(v)),
     **dict.fromkeys(("height", "max-height", "width", "max-width", "line-height"),
                     lambda v, d: (px := _html_px(v.split()[0] if v else "")) is not None and px <= 1
@@ -3775,6 +3814,24 @@ _HTML_CSS_PROPS = frozenset(_HTML_HIDES) | frozenset(
 _HTML_LEGACY_LOOKS = (("bgcolor", None, "background-color"), ("text", "body", "color"), ("color", "font", "color"),
                       ("background", None, "background-image"))  # attributes that colour what is inside
 _HTML_LEGACY_NAMES = frozenset(name for name, _where, _prop in _HTML_LEGACY_LOOKS)
+
+
+def _html_legacy_color(value):
+    """A colour attribute (bgcolor, color, text, link) as browsers read it: a name, or hex digits where anything
+    else counts as 0 ("fffffq" is #fffff0), split in three and shortened to two digits each."""
+    v = value.strip().lower()
+    if v in ("", "transparent") or v in _HTML_COLORS:
+        return "" if v == "transparent" else v
+    if len(v) == 4 and v[0] == "#" and not v[1:].strip("0123456789abcdef"):
+        return v
+    v = "".join("00" if ord(c) > 0xFFFF else c for c in v[:128])[:128].removeprefix("#")
+    v = "".join(c if c in "0123456789abcdef" else "0" for c in v)
+    v += "0" * (-len(v) % 3 or (3 if not v else 0))
+    size = len(v) // 3
+    parts = [v[i * size:(i + 1) * size][-8:] for i in range(3)]
+    while len(parts[0]) > 2 and all(part[0] == "0" for part in parts):
+        parts = [part[1:] for part in parts]
+    return "#" + "".join(part[:2].rjust(2, "0") for part in parts)
 
 
 def _html_color(value):
@@ -3811,9 +3868,13 @@ def _html_invisible(color, background):
 
 
 def _html_background(decls, parent):
-    shorthand = decls.get("background", "")
-    if decls.get("background-image", "none") != "none" or \
-            any(k in shorthand for k in ("url(", "gradient", "image-set")):
+    shorthand, image = decls.get("background", ""), decls.get("background-image", "none")
+    if "gradient" in shorthand or "gradient" in image:
+        if "url(" in shorthand + image or "image-set" in shorthand + image:
+            return None
+        stops = {c for c in map(_html_color, _HTML_CSS_COLOR.findall(shorthand + " " + image)) if isinstance(c, tuple)}
+        return stops.pop() if len(stops) == 1 else None  # a gradient of one colour is that colour
+    if image != "none" or any(k in shorthand for k in ("url(", "image-set")):
         return None  # behind an image no colour can be judged
     value = decls.get("background-color")
     color = _html_color(value) if value else _HTML_INHERIT
@@ -3833,7 +3894,7 @@ def _html_font_zero(decls, parent):
     value, zero = decls.get("font-size"), parent
     sizes = ([value] if value else []) + [t.split("/")[0] for t in decls.get("font", "").split()]
     for part in sizes:
-        m = _HTML_CSS_NUMBER.fullmatch(part)
+        m = _HTML_CSS_NUMBER.fullmatch(_html_uncalc(part))
         if not m:  # a keyword: medium, small... are readable; inherit, smaller... keep the parent's size
             zero = zero if part is not value or value in ("inherit", "smaller", "larger", "unset", "revert") else False
             continue
@@ -3969,6 +4030,7 @@ class _HtmlRenderer:
         self.rules = _html_stylesheet(self.style_text()) if _HTML_STYLE_TAG.search(src) else {}
         self.rule_checks = _HTML_RULE_CHECKS + len(src) // 4  # stylesheet rules compared with elements, at most
         # The body's attributes and rules style everything, even text before its tag: they are the root's look.
+        self.link_color = _html_legacy_color(self.body_attrs.get("link", "")) or "#0000ee"
         self.hidden_body, look = self.look("body", "line", self.body_attrs, _HTML_ROOT_LOOK)
         root = _HtmlFrame("#root", "line", look, 0)
         self.stack, self.open_at, self.hide_at, self.head_at, self.specials = [root], {}, 0, 0, []
@@ -4676,12 +4738,11 @@ class _HtmlRenderer:
 
     def compute_look(self, tag, attrs, look):
         """Whether an element hides its text, from its attributes, its style and the hiding rules."""
-        decls = {"color": "#0000ee"} if tag == "a" and "href" in attrs else {}  # links have their own colour
+        decls = {"color": self.link_color} if tag == "a" and "href" in attrs else {}  # links have their own colour
         for name, where, prop in () if attrs.keys().isdisjoint(_HTML_LEGACY_NAMES) else _HTML_LEGACY_LOOKS:
             value = attrs.get(name, "").strip().lower()
             if value and where in (None, tag):
-                hexa = len(value) in (3, 6) and not value.strip("0123456789abcdef")  # legacy colours skip the "#"
-                decls[prop] = f"url({value})" if name == "background" else "#" + value if hexa else value
+                decls[prop] = f"url({value})" if name == "background" else _html_legacy_color(value)
         if tag == "font" and attrs.get("size", "").strip() in ("0", "-0", "+0"):
             decls["font-size"] = "0"
         matched = []
