@@ -3625,7 +3625,7 @@ def _html_url_key(url):
 # (a string also ends at a newline).
 _HTML_CSS_TOKENS = re.compile(r"""/\*.*?(?:\*/|\Z)|"(?:[^"\\\n]|\\.)*(?:"|$)|'(?:[^'\\\n]|\\.)*(?:'|$)""", re.S | re.M)
 _HTML_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.S)
-_HTML_STYLE_TAG = re.compile("<(?:style|body)", re.I)
+_HTML_STYLE_TAG = re.compile("<(?:style|body|base)", re.I)
 _HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
 _HTML_CSS_LAST = re.compile(r"[\s>+~]+")  # combinators: the last compound is what a rule styles
 _HTML_CSS_NOT_FOLLOWED = re.compile(r"\[[^\]]*\]?|::?[\w-]+(?:\([^)]*\)?)?")  # attribute and pseudo selectors
@@ -4026,7 +4026,7 @@ class _HtmlRenderer:
 
     def __init__(self, src, limit, deadline):
         self.src, self.limit, self.deadline = src, limit, deadline
-        self.memo, self.looks, self.styles, self.hiders, self.body_attrs = {}, {}, {}, {}, {}
+        self.memo, self.looks, self.styles, self.hiders, self.body_attrs, self.base = {}, {}, {}, {}, {}, None
         self.rules = _html_stylesheet(self.style_text()) if _HTML_STYLE_TAG.search(src) else {}
         self.rule_checks = _HTML_RULE_CHECKS + len(src) // 4  # stylesheet rules compared with elements, at most
         # The body's attributes and rules style everything, even text before its tag: they are the root's look.
@@ -4152,6 +4152,9 @@ class _HtmlRenderer:
                 break
             if tag == "body":  # every <body> tag adds the attributes the body does not have yet, wherever it is
                 self.attributes(start, gt, self.body_attrs)
+            elif tag == "base" and self.base is None:  # the first <base href> is the page's, wherever it is
+                self.base = visible_text("".join(self.attributes(start, gt).get("href", "").split())) or None
+                self.base = self.base if self.base and _HTML_SCHEME.match(self.base) else None
             pos = gt + 1
             if tag in _HTML_RAW:
                 closer = self.find(tag, pos)
@@ -4692,6 +4695,9 @@ class _HtmlRenderer:
         if not text or not href or href[0] == "#":
             return
         scheme = _HTML_SCHEME.match(href)
+        if self.base and not scheme:  # a relative target goes where the page's <base> points
+            href = urllib.parse.urljoin(self.base, href[:_HTML_LINK_TEXT])
+            scheme = _HTML_SCHEME.match(href)
         kind = _HTML_LINK_KINDS.get(scheme.group(1).lower(), "url") if scheme else "url"
         if kind == "unsafe":
             suffix = f" <unsafe link: {scheme.group(1).lower()}:>"
@@ -4701,7 +4707,11 @@ class _HtmlRenderer:
                 shown = ""
             addressy = link.size > _HTML_LINK_TEXT or _HTML_URLISH.search(text)
             repeated, self.last_url = shown == self.last_url, shown
-            if not shown or (repeated and not addressy) or _html_url_key(text) == _html_url_key(shown):
+            written = _HTML_SCHEME.match(text)  # a scheme written in the text is the target's, or https instead
+            same_scheme = not (written and scheme and "/" in text[written.end():written.end() + 2]) or \
+                scheme.group(1).lower() in (written.group(1).lower(), "https")
+            if not shown or (repeated and not addressy) or (
+                    _html_url_key(text) == _html_url_key(shown) and same_scheme):
                 return  # newsletters link image, heading and "Read more" to one target: shown once per run
             suffix = f" <{shown}>"
         if self.cur:

@@ -906,6 +906,22 @@ def test_link_text_that_looks_like_an_address_shows_the_real_target(source, expe
     assert html_to_text(source) == expected
 
 
+def test_relative_link_shows_where_the_pages_base_sends_it():
+    assert html_to_text('<base href="https://evil.test/"><a href="bank.com">bank.com</a>') == \
+        "bank.com <https://evil.test/bank.com>"
+    assert html_to_text('<p>x</p><a href="bank.com">bank.com</a><base href="https://evil.test/">') == \
+        "x\n\nbank.com <https://evil.test/bank.com>"  # a <base> anywhere is the page's
+    assert html_to_text('<a href="bank.com">bank.com</a>') == "bank.com"
+
+
+def test_link_text_with_a_scheme_shows_a_target_with_another():
+    assert html_to_text('<a href="http://bank.com/login">https://bank.com/login</a>') == \
+        "https://bank.com/login <http://bank.com/login>"
+    assert html_to_text('<a href="https://bank.com/login">https://bank.com/login</a>') == "https://bank.com/login"
+    assert html_to_text('<a href="http://example.com/path/">HTTPS://EXAMPLE.COM/path</a>').endswith(
+        "<http://example.com/path/>")  # text that promises https, a target without it
+
+
 def test_repeated_target_is_never_hidden_behind_an_address():
     source = ('<a href="https://evil.test/x">Read more</a> <a href="https://evil.test/x">https://bank.test/</a> '
               '<a href="https://evil.test/x">Read more</a>')
@@ -915,7 +931,7 @@ def test_repeated_target_is_never_hidden_behind_an_address():
 
 @pytest.mark.parametrize("source", [
     '<a href="https://Example.com">http://www.example.com/</a>',
-    '<a href="http://example.com/path/">HTTPS://EXAMPLE.COM/path</a>',
+    '<a href="https://example.com/path/">HTTP://EXAMPLE.COM/path</a>',  # an upgrade to https is no lie
     '<a href="mailto:Ann@Example.com?subject=x">ann@example.com</a>',
 ])
 def test_trivially_different_target_is_not_repeated(source):
