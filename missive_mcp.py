@@ -2843,11 +2843,13 @@ def readable_body(body: str, max_chars: int, deadline: float | None = None, body
                               "quoted_history: keep shows it]"
     if len(text) > max_chars or more:
         left = f"{len(text) - max_chars:,} more characters" if not more else f"the rest ({more:,} characters of HTML)"
-        kept, line_start, line_end = text[:max_chars], text.rfind("\n", 0, max_chars) + 1, text.find("\n", max_chars)
-        line_end = len(text) if line_end < 0 else line_end
-        url = _HTML_URLISH.search(kept, line_start) if body_format == "text" and line_end > max_chars else None
-        if url and " <" in text[url.start():line_end]:
-            kept = kept[:line_start].rstrip("\n")  # never an address-like link text without the target after it
+        # A link's text and its target stay in one paragraph: when the cut splits one holding an address-like text
+        # with a target after it, the whole paragraph goes to the part that was cut.
+        kept, start, end = text[:max_chars], text.rfind("\n\n", 0, max_chars) + 1, text.find("\n\n", max_chars)
+        end = len(text) if end < 0 else end
+        url = _HTML_URLISH.search(kept, start) if body_format == "text" and end > max_chars else None
+        if url and " <" in text[url.start():end]:
+            kept = kept[:start].rstrip("\n")
         text = kept + f"\n[… {left} cut at " + \
             (cut_hint or f"max_body_chars={max_chars}; call again with a larger max_body_chars to read them]")
     return f"{text}\n{note}" if note and text else note or text
@@ -3557,14 +3559,11 @@ _HTML_IMPLIED = {"li": (("li",), _HTML_LISTS), "dt": (("dt", "dd"), _HTML_LISTS)
                  "tr": (("tr",), _HTML_TABLE), "caption": (("tr", "caption"), _HTML_TABLE), "a": (("a",), _HTML_SCOPE),
                  "thead": (_HTML_SECTIONS, _HTML_TABLE), "tbody": (_HTML_SECTIONS, _HTML_TABLE),
                  "tfoot": (_HTML_SECTIONS, _HTML_TABLE), "option": (("option",), ("select", "datalist"))}
-# start tag -> what it ends among the light entries past _HTML_MAX_FRAMES: the above, and an open <p> for a block
-_HTML_DEEP_ENDS = {tag: ends for tag in {*_HTML_KINDS, *_HTML_IMPLIED} if (ends := (
-    _HTML_IMPLIED[tag][0] if tag in _HTML_IMPLIED else ()) + (
-    ("p",) if _HTML_KINDS.get(tag) in _HTML_CLOSES_P or tag == "hr" else ()))}
+_HTML_IMPLIED = {tag: (ends, barriers + _HTML_INERT) for tag, (ends, barriers) in _HTML_IMPLIED.items()}
 # end tag -> elements it may not reach past (a stray </div> inside a cell must not close the table around it)
 _HTML_END_SCOPE = dict.fromkeys("td th tr thead tbody tfoot caption".split(), _HTML_TABLE + _HTML_INERT)
-_HTML_END_SCOPE.update(table=_HTML_INERT, li=_HTML_LISTS + _HTML_INERT, dt=_HTML_LISTS + _HTML_INERT,
-                       dd=_HTML_LISTS + _HTML_INERT)
+_HTML_END_SCOPE.update(template=(), select=(), table=_HTML_INERT, li=_HTML_LISTS + _HTML_INERT,
+                       dt=_HTML_LISTS + _HTML_INERT, dd=_HTML_LISTS + _HTML_INERT)
 # Elements that an end tag of an ordinary element cannot close past (HTML's "special" category).
 _HTML_SPECIAL = frozenset(
     "address applet area article aside base basefont bgsound blockquote body br button caption center col colgroup "
@@ -3628,7 +3627,10 @@ _HTML_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.S)
 _HTML_STYLE_TAG = re.compile("<(?:style|body|base)", re.I)
 _HTML_CSS_SELECTOR = re.compile(r"(\*|[a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)")
 _HTML_CSS_LAST = re.compile(r"[\s>+~]+")  # combinators: the last compound is what a rule styles
-_HTML_CSS_NOT_FOLLOWED = re.compile(r"\[[^\]]*\]?|::?[\w-]+(?:\([^)]*\)?)?")  # attribute and pseudo selectors
+# Attribute selectors and the positional states an element keeps; any other state or pseudo-element (::before,
+# :empty, :not(), :hover) leaves the rule unused, since applied to every such element it would hide visible text.
+_HTML_CSS_NOT_FOLLOWED = re.compile(
+    r"\[[^\]]*\]?|:(?:first|last|only|nth)-(?:child|of-type)(?:\([^)]*\)?)?|:(?:link|visited)")
 _HTML_CSS_SCREEN = re.compile(r"(?:(?:only\s+)?(?:screen|all)\s*,?\s*)+")
 _HTML_CSS_BRACE = re.compile("[{}]")
 _HTML_CSS_NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))([a-z%]*)")
@@ -3941,6 +3943,12 @@ def _html_declarations(css):
     return normal or _HTML_NO_DECLARATIONS, important or _HTML_NO_DECLARATIONS
 
 
+def _html_screen_style(attrs):
+    """Whether a <style> element applies on a screen: CSS, for every screen (its media and type say so)."""
+    media, kind = attrs.get("media", "").strip().lower(), attrs.get("type", "").strip().lower()
+    return (not media or bool(_HTML_CSS_SCREEN.fullmatch(media))) and kind in ("", "text/css")
+
+
 def _html_hiding(normal, important):
     """Whether a rule's own declarations hide whatever they apply to."""
     decls = {**normal, **important}
@@ -3975,7 +3983,8 @@ def _html_stylesheet(style_text):
             if not m and _html_hiding(normal, important):
                 # Ancestors, attributes and states are not followed; a rule that would hide is applied to every
                 # element its last part names by class or id, and hides it: showing less than a browser, never more.
-                m = _HTML_CSS_SELECTOR.fullmatch(_HTML_CSS_NOT_FOLLOWED.sub("", _HTML_CSS_LAST.split(selector)[-1]))
+                last = _HTML_CSS_LAST.split(selector.strip())[-1]
+                m = _HTML_CSS_SELECTOR.fullmatch(_HTML_CSS_NOT_FOLLOWED.sub("", last))
                 m = m if m and m.group(2) else None
                 declarations = _HTML_NO_DECLARATIONS, {"display": "none"}
             if not m or not (m.group(1) or m.group(2)):
@@ -4033,7 +4042,7 @@ class _HtmlRenderer:
         self.link_color = _html_legacy_color(self.body_attrs.get("link", "")) or "#0000ee"
         self.hidden_body, look = self.look("body", "line", self.body_attrs, _HTML_ROOT_LOOK)
         root = _HtmlFrame("#root", "line", look, 0)
-        self.stack, self.open_at, self.hide_at, self.head_at, self.specials = [root], {}, 0, 0, []
+        self.stack, self.open_at, self.hide_at, self.head_at, self.specials, self.blockers = [root], {}, 0, 0, [], []
         self.standards = bool(_HTML_STANDARDS.match(src, 0, 1000))  # else <table> does not end an open <p>
         self.deep, self.deep_at, self.deep_hidden, self.deep_entries = [], {}, 0, {}  # past _HTML_MAX_FRAMES
         # Indexes into self.deep of its special elements, of those other than address/div/p, and of its blocks.
@@ -4142,23 +4151,29 @@ class _HtmlRenderer:
         """The text of the <style> elements, found by this tokenizer (so markup that keeps a browser from reading a
         style keeps it from this too), up to _HTML_CSS_BUDGET characters; and the attributes of the body."""
         src, n, pos, chunks, budget = self.src, len(self.src), 0, [], _HTML_CSS_BUDGET
+        inert = foreign = 0  # open <template>/<select> (nothing inside applies) and <svg>/<math> (no raw text)
         while budget > 0 and (markup := _HTML_MARKUP.search(src, pos)):
             if not markup.group(2) or markup.group(1):
                 pos = self.skip(markup)
+                ended = (markup.group(2) or "").lower() if markup.group(1) else ""
+                inert -= inert > 0 and ended in _HTML_INERT
+                foreign -= foreign > 0 and ended in ("svg", "math")
                 continue
             tag, start = markup.group(2).lower(), markup.end() - (1 if markup.group(3) else 0)
             gt = self.tag_end(start)
             if gt < 0:
                 break
-            if tag == "body":  # every <body> tag adds the attributes the body does not have yet, wherever it is
+            if tag == "body" and not inert:  # every <body> tag adds the attributes the body lacks, wherever it is
                 self.attributes(start, gt, self.body_attrs)
-            elif tag == "base" and self.base is None:  # the first <base href> is the page's, wherever it is
+            elif tag == "base" and self.base is None and not inert:  # the first <base href> is the page's
                 self.base = visible_text("".join(self.attributes(start, gt).get("href", "").split())) or None
                 self.base = self.base if self.base and _HTML_SCHEME.match(self.base) else None
+            inert += tag in _HTML_INERT
+            foreign += tag in ("svg", "math") and src[gt - 1] != "/"
             pos = gt + 1
-            if tag in _HTML_RAW:
+            if tag in _HTML_RAW and (not foreign or tag in ("style", "script")):
                 closer = self.find(tag, pos)
-                if tag == "style":
+                if tag == "style" and not inert and _html_screen_style(self.attributes(start, gt)):
                     chunks.append(src[pos:closer if closer >= 0 else n][:budget])
                     budget -= len(chunks[-1])
                 pos = n if closer < 0 or (gt := src.find(">", closer)) < 0 else gt + 1
@@ -4225,15 +4240,15 @@ class _HtmlRenderer:
             parent.kids += 1
             return
         if self.deep:  # past the frame limit: the same rules, kept with an index stack per tag and kind
-            ends, deep_at = _HTML_DEEP_ENDS.get(tag, ()) if self.standards or tag != "table" else (), self.deep_at
-            at = max((deep_at[t][-1] for t in ends if deep_at.get(t)), default=-1)
-            if at >= 0 and not self.sealed and not self.deep_blocked(tag, at):
-                self.pop_deep(at)
+            closes_p = (kind in _HTML_CLOSES_P and (tag != "table" or self.standards)) or tag == "hr"
+            for ends in (_HTML_IMPLIED[tag][0] if tag in _HTML_IMPLIED else (), ("p",) if closes_p else ()):
+                at = max((self.deep_at[t][-1] for t in ends if self.deep_at.get(t)), default=-1)
+                if at >= 0 and not self.sealed and not self.deep_blocked(tag, at):
+                    self.pop_deep(at)  # the element it ends first (an open <dd> for a <dt>), then an open <p>
         else:
             ends = _HTML_IMPLIED.get(tag)
             at = self.find_open(*ends) if ends else 0
-            if at and tag in ("li", "dt", "dd") and any(self.stack[i].tag not in ("address", "div", "p")
-                                                       for i in self.specials[::-1] if i > at):
+            if at and tag in ("li", "dt", "dd") and self.blockers and self.blockers[-1] > at:
                 at = 0  # a new item ends an open one only through <div>, <p> and <address>, as browsers do
             if at or (kind in _HTML_CLOSES_P and (tag != "table" or self.standards)) or tag == "hr":
                 self.close_to(at or parent.p_at or len(self.stack))
@@ -4254,7 +4269,9 @@ class _HtmlRenderer:
             return  # an inline element that changes nothing needs no tracking
         if self.deep or len(self.stack) >= _HTML_MAX_FRAMES:
             if self.sealed or len(self.deep) >= _HTML_MAX_DEEP:  # frozen: what would hide hides the rest instead
-                self.sealed, self.deep_hidden = True, self.deep_hidden + (hides or look[0])
+                # Anything that would change how text reads (a look, a link) hides instead: less, never more.
+                self.sealed = True
+                self.deep_hidden += hides or look != inherited or (kind == "a" and "href" in attrs)
                 return None
             return self.push_deep(tag, kind, hides, attrs, look)
         index = len(self.stack)
@@ -4265,6 +4282,8 @@ class _HtmlRenderer:
         self.open_at.setdefault(tag, []).append(index)
         if tag in _HTML_SPECIAL:
             self.specials.append(index)
+            if tag not in ("address", "div", "p"):
+                self.blockers.append(index)
         if tag == "head" and not self.head_at:
             self.head_at = index
         if hides and not hidden:
@@ -4468,6 +4487,8 @@ class _HtmlRenderer:
             self.open_at[frame.tag].pop()
             if self.specials and self.specials[-1] == len(self.stack):
                 self.specials.pop()
+                if self.blockers and self.blockers[-1] == len(self.stack):
+                    self.blockers.pop()
             self.head_at = 0 if self.head_at == len(self.stack) else self.head_at
             if self.hide_at:  # the frames of a hidden element did nothing, so their ends do nothing either
                 self.hide_at = 0 if self.hide_at == len(self.stack) else self.hide_at

@@ -770,6 +770,9 @@ def test_structure_past_the_light_entry_budget_is_frozen_and_hides_rather_than_r
     assert html_to_text(deep + "shown <b>still</b> " + "</div>" * 20 + " after") == "shown still after"
     assert html_to_text(deep + "shown<span style='display:none'>HIDDEN</span></div>VISIBLE?") == "shown"
     assert html_to_text(deep + "<span style='color:#fff'>HIDDEN<b style='color:#000'>dark</b></span>") == ""
+    # Frozen, a look or a link cannot be followed: what it holds is hidden rather than shown wrongly.
+    assert html_to_text(deep + 'ok <a href="https://evil.test/">https://bank.com/login</a>') == "ok"
+    assert html_to_text(deep + 'ok <span style="opacity:.3">a<span style="opacity:.3">b</span></span>') == "ok"
 
 
 def test_colour_split_across_deep_elements_cannot_hide_text():
@@ -798,6 +801,10 @@ def test_cut_never_leaves_an_address_like_link_text_without_its_target():
         text = missive_mcp.readable_body(body, max_chars)
         assert "bank.com" not in text or "<https://evil.test/>" in text, max_chars
     assert missive_mcp.readable_body(body, 75).startswith("Intro line.\n[… ")
+    spread = '<p>' + 'pad ' * 20 + '</p><a href="https://evil.test/">https://bank.com/login<br>sign in</a>'
+    for max_chars in range(60, 130):  # the link's text on two lines
+        text = missive_mcp.readable_body(spread, max_chars)
+        assert "bank.com" not in text or "<https://evil.test/>" in text, max_chars
 
 
 def test_white_on_white_text_is_dropped():
