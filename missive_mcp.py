@@ -4220,7 +4220,7 @@ class _HtmlRenderer:
             at = open_at.get(tag)
             if at and at[-1] > best:
                 best = at[-1]
-        for tag in barriers if best else ():
+        for tag in barriers if best and best < len(self.stack) - 1 else ():  # nothing is open inside the top one
             at = open_at.get(tag)
             if at and at[-1] > best:
                 return 0
@@ -4251,7 +4251,8 @@ class _HtmlRenderer:
             if at and tag in ("li", "dt", "dd") and self.blockers and self.blockers[-1] > at:
                 at = 0  # a new item ends an open one only through <div>, <p> and <address>, as browsers do
             if at or (kind in _HTML_CLOSES_P and (tag != "table" or self.standards)) or tag == "hr":
-                self.close_to(at or parent.p_at or len(self.stack))
+                if (target := at or parent.p_at) and target < len(self.stack):
+                    self.close_to(target)
             if kind == "cell" and self.stack[-1].kind != "tr" and self.find_open(_HTML_TABLE, ()) and not \
                     self.find_open(("tr",), _HTML_TABLE):
                 self.start("tr", {})  # a cell outside a row starts one, as browsers do
@@ -4481,7 +4482,8 @@ class _HtmlRenderer:
 
     def close_to(self, index):
         """End every open element from stack index on, innermost first."""
-        self.pop_deep()
+        if self.deep:
+            self.pop_deep()
         while len(self.stack) > index:
             frame = self.stack.pop()
             self.open_at[frame.tag].pop()
