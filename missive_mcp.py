@@ -3571,6 +3571,8 @@ _HTML_SPECIAL = frozenset(
     "head header hgroup hr html iframe img input keygen li link listing main marquee menu meta nav noembed "
     "noframes noscript object ol p param plaintext pre script search section select source style summary table "
     "tbody td template textarea tfoot th thead title tr track ul wbr xmp".split())
+_HTML_ITEMS = ("li", "dt", "dd")  # a new one ends an open one through these special elements only:
+_HTML_ITEM_THROUGH = ("address", "div", "p")
 _HTML_STANDARDS = re.compile(r"[\t\n\f\r \ufeff]*<!doctype[\t\n\f\r ]+html[\t\n\f\r ]*>", re.I)
 
 # The tokenizer. "<" starts markup only before a letter, "/", "!" or "?"; anything else is text.
@@ -3952,8 +3954,13 @@ def _html_screen_style(attrs):
 def _html_hiding(normal, important):
     """Whether a rule's own declarations hide whatever they apply to."""
     decls = {**normal, **important}
-    return decls.get("visibility") in ("hidden", "collapse") or _html_opacity(decls) < _HTML_FAINT or any(
-        (test := _HTML_HIDES.get(p)) and test(v, decls) for p, v in decls.items())
+    return decls.get("visibility") in ("hidden", "collapse") or _html_opacity(decls) < _HTML_FAINT or \
+        _html_hides(decls)
+
+
+def _html_hides(decls):
+    """Whether one of the declarations hides the element and everything in it (_HTML_HIDES)."""
+    return any((test := _HTML_HIDES.get(p)) and test(v, decls) for p, v in decls.items())
 
 
 def _html_stylesheet(style_text):
@@ -4097,7 +4104,7 @@ class _HtmlRenderer:
             slash, name, closed = markup.group(1, 2, 3)
             if name:
                 tag = name.lower()
-                if slash:
+                if slash:  # as skip() does, written out here: end tags are the commonest token
                     gt = markup.end() - 1 if closed else src.find(">", markup.end())
                     pos = n if gt < 0 else gt + 1
                     if gt >= 0 and (self.open_at.get(tag) or self.deep_at.get(tag) or tag == "br"):
@@ -4239,8 +4246,8 @@ class _HtmlRenderer:
         if kind is None and not attrs and not (rules and (tag in rules or "*" in rules)):
             parent.kids += 1
             return
+        closes_p = (kind in _HTML_CLOSES_P and (tag != "table" or self.standards)) or tag == "hr"
         if self.deep:  # past the frame limit: the same rules, kept with an index stack per tag and kind
-            closes_p = (kind in _HTML_CLOSES_P and (tag != "table" or self.standards)) or tag == "hr"
             for ends in (_HTML_IMPLIED[tag][0] if tag in _HTML_IMPLIED else (), ("p",) if closes_p else ()):
                 at = max((self.deep_at[t][-1] for t in ends if self.deep_at.get(t)), default=-1)
                 if at >= 0 and not self.sealed and not self.deep_blocked(tag, at):
@@ -4248,9 +4255,9 @@ class _HtmlRenderer:
         else:
             ends = _HTML_IMPLIED.get(tag)
             at = self.find_open(*ends) if ends else 0
-            if at and tag in ("li", "dt", "dd") and self.blockers and self.blockers[-1] > at:
+            if at and tag in _HTML_ITEMS and self.blockers and self.blockers[-1] > at:
                 at = 0  # a new item ends an open one only through <div>, <p> and <address>, as browsers do
-            if at or (kind in _HTML_CLOSES_P and (tag != "table" or self.standards)) or tag == "hr":
+            if at or closes_p:
                 if (target := at or parent.p_at) and target < len(self.stack):
                     self.close_to(target)
             if kind == "cell" and self.stack[-1].kind != "tr" and self.find_open(_HTML_TABLE, ()) and not \
@@ -4283,7 +4290,7 @@ class _HtmlRenderer:
         self.open_at.setdefault(tag, []).append(index)
         if tag in _HTML_SPECIAL:
             self.specials.append(index)
-            if tag not in ("address", "div", "p"):
+            if tag not in _HTML_ITEM_THROUGH:
                 self.blockers.append(index)
         if tag == "head" and not self.head_at:
             self.head_at = index
@@ -4426,7 +4433,7 @@ class _HtmlRenderer:
         # and the index stacks it belongs to.
         if link or (entry := self.deep_entries.get(key := (tag, kind, hides, id(look)))) is None:
             stacks = (self.deep_at.setdefault(tag, []),) + ((self.deep_specials,) if tag in _HTML_SPECIAL else ()) + (
-                (self.deep_blockers,) if tag in _HTML_SPECIAL and tag not in ("address", "div", "p") else ()) + (
+                (self.deep_blockers,) if tag in _HTML_SPECIAL and tag not in _HTML_ITEM_THROUGH else ()) + (
                 (self.deep_blocks,) if kind not in (None, "a") else ())
             entry = (tag, kind, hides, link, look, stacks)
             if not link:
@@ -4461,7 +4468,7 @@ class _HtmlRenderer:
             return bool(self.deep_blocks) and self.deep_blocks[-1] > at
         if self.deep_above(at, (_HTML_IMPLIED[tag][1] if tag in _HTML_IMPLIED else ()) + _HTML_INERT):
             return True
-        return tag in ("li", "dt", "dd") and bool(self.deep_blockers) and self.deep_blockers[-1] > at
+        return tag in _HTML_ITEMS and bool(self.deep_blockers) and self.deep_blockers[-1] > at
 
     def end(self, tag):
         """Close an element by its end tag, as far as a browser would."""
@@ -4766,7 +4773,7 @@ class _HtmlRenderer:
         key = tuple(decls.items())
         if (known := self.hiders.get(key)) is None:
             self.hiders = {} if len(self.hiders) > _HTML_CACHE else self.hiders
-            known = self.hiders[key] = any((test := _HTML_HIDES.get(p)) and test(v, decls) for p, v in key)
+            known = self.hiders[key] = _html_hides(decls)
         return known
 
     def compute_look(self, tag, attrs, look):
